@@ -171,11 +171,15 @@ fn forbidden(pkg: &Package, layer: &Layer, dep: &Dep, dep_layer: &Layer) -> Opti
         (Provider { .. }, Leaf) => None,
         (Provider { contract }, Contract) if *contract == dep.name => None,
         (Provider { .. }, Contract | Provider { .. }) if dep.kind == DepKind::Dev => None,
-        (Provider { .. }, Provider { .. }) => Some("a provider never depends on a sibling provider"),
+        (Provider { .. }, Provider { .. }) => {
+            Some("a provider never depends on a sibling provider")
+        }
         (Provider { .. }, _) => Some("providers depend on their contract crate and layer 0 only"),
         (Service, Leaf | Contract) => None,
         (Service, Provider { .. }) if dep.optional || dep.kind == DepKind::Dev => None,
-        (Service, Provider { .. }) => Some("services use provider crates only as optional dependencies behind features"),
+        (Service, Provider { .. }) => {
+            Some("services use provider crates only as optional dependencies behind features")
+        }
         (Service, _) => Some("services depend on layers 0-2 only"),
         (Binary, Leaf | Service) => None,
         (Binary, Contract | Provider { .. }) if dep.kind == DepKind::Dev => None,
@@ -193,7 +197,12 @@ pub fn check_no_anyhow_in_libraries(packages: &[Package]) -> Vec<String> {
                 .iter()
                 .any(|d| d.name == "anyhow" && d.kind != DepKind::Dev)
         })
-        .map(|p| format!("{}: libraries return typed errors; anyhow is for binaries and tests", p.name))
+        .map(|p| {
+            format!(
+                "{}: libraries return typed errors; anyhow is for binaries and tests",
+                p.name
+            )
+        })
         .collect()
 }
 
@@ -209,8 +218,12 @@ pub fn check_naming(packages: &[Package]) -> Vec<String> {
                 "" if folder == "xtask" => "quorum-xtask".to_owned(),
                 _ => return Some(format!("{}: unexpected folder {}", p.name, p.dir)),
             };
-            (p.name != expected)
-                .then(|| format!("{} in {}: the package should be named {expected}", p.name, p.dir))
+            (p.name != expected).then(|| {
+                format!(
+                    "{} in {}: the package should be named {expected}",
+                    p.name, p.dir
+                )
+            })
         })
         .collect()
 }
@@ -230,7 +243,12 @@ pub fn check_manifest(dir: &str, manifest: &str) -> Vec<String> {
             saw_lints = true;
         }
         let is_dep_table = section.ends_with("dependencies]");
-        if is_dep_table && !line.is_empty() && !line.starts_with('#') && !line.contains("workspace = true") && !line.contains("workspace=true") {
+        if is_dep_table
+            && !line.is_empty()
+            && !line.starts_with('#')
+            && !line.contains("workspace = true")
+            && !line.contains("workspace=true")
+        {
             problems.push(format!(
                 "{dir}/Cargo.toml {section}: `{line}` must use `workspace = true` (versions live in the root [workspace.dependencies])"
             ));
@@ -275,18 +293,42 @@ mod tests {
         let mut all = vec![
             pkg("quorum-config", "crates/config", vec![]),
             pkg("quorum-resilience", "crates/resilience", vec![]),
-            pkg("quorum-llm", "crates/llm", vec![dep("quorum-config", DepKind::Normal, false)]),
+            pkg(
+                "quorum-llm",
+                "crates/llm",
+                vec![dep("quorum-config", DepKind::Normal, false)],
+            ),
             pkg("quorum-queue", "crates/queue", vec![]),
-            pkg("quorum-llm-openai", "crates/llm-openai", vec![dep("quorum-llm", DepKind::Normal, false)]),
-            pkg("quorum-llm-ollama", "crates/llm-ollama", vec![dep("quorum-llm", DepKind::Normal, false)]),
-            pkg("quorum-queue-nats", "crates/queue-nats", vec![dep("quorum-queue", DepKind::Normal, false)]),
+            pkg(
+                "quorum-llm-openai",
+                "crates/llm-openai",
+                vec![dep("quorum-llm", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-llm-ollama",
+                "crates/llm-ollama",
+                vec![dep("quorum-llm", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-queue-nats",
+                "crates/queue-nats",
+                vec![dep("quorum-queue", DepKind::Normal, false)],
+            ),
             pkg(
                 "quorum-advisor-app",
                 "crates/advisor-app",
                 vec![dep("quorum-llm-openai", DepKind::Normal, true)],
             ),
-            pkg("quorum-advisor", "bins/advisor", vec![dep("quorum-advisor-app", DepKind::Normal, false)]),
-            pkg("quorum-example-x", "examples/x", vec![dep("quorum-advisor-app", DepKind::Normal, false)]),
+            pkg(
+                "quorum-advisor",
+                "bins/advisor",
+                vec![dep("quorum-advisor-app", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-example-x",
+                "examples/x",
+                vec![dep("quorum-advisor-app", DepKind::Normal, false)],
+            ),
         ];
         all.extend(extra);
         all
@@ -300,13 +342,41 @@ mod tests {
     #[test]
     fn each_forbidden_edge_is_reported() {
         let cases = [
-            pkg("quorum-metrics", "crates/metrics", vec![dep("quorum-config", DepKind::Normal, false)]),
-            pkg("quorum-store", "crates/store", vec![dep("quorum-llm", DepKind::Normal, false)]),
-            pkg("quorum-llm-anthropic", "crates/llm-anthropic", vec![dep("quorum-llm-openai", DepKind::Normal, false)]),
-            pkg("quorum-queue-redis", "crates/queue-redis", vec![dep("quorum-llm", DepKind::Normal, false)]),
-            pkg("quorum-worker-app", "crates/worker-app", vec![dep("quorum-queue-nats", DepKind::Normal, false)]),
-            pkg("quorum-worker", "bins/worker", vec![dep("quorum-queue", DepKind::Normal, false)]),
-            pkg("quorum-autoscaler-app", "crates/autoscaler-app", vec![dep("quorum-example-x", DepKind::Dev, false)]),
+            pkg(
+                "quorum-metrics",
+                "crates/metrics",
+                vec![dep("quorum-config", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-store",
+                "crates/store",
+                vec![dep("quorum-llm", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-llm-anthropic",
+                "crates/llm-anthropic",
+                vec![dep("quorum-llm-openai", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-queue-redis",
+                "crates/queue-redis",
+                vec![dep("quorum-llm", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-worker-app",
+                "crates/worker-app",
+                vec![dep("quorum-queue-nats", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-worker",
+                "bins/worker",
+                vec![dep("quorum-queue", DepKind::Normal, false)],
+            ),
+            pkg(
+                "quorum-autoscaler-app",
+                "crates/autoscaler-app",
+                vec![dep("quorum-example-x", DepKind::Dev, false)],
+            ),
         ];
         for bad in cases {
             let name = bad.name.clone();
@@ -318,7 +388,11 @@ mod tests {
 
     #[test]
     fn unknown_crate_kinds_must_be_classified() {
-        let problems = check_layering(&workspace(vec![pkg("quorum-common", "crates/common", vec![])]));
+        let problems = check_layering(&workspace(vec![pkg(
+            "quorum-common",
+            "crates/common",
+            vec![],
+        )]));
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("fits no row"), "{problems:?}");
     }
@@ -328,7 +402,10 @@ mod tests {
         let ok = pkg(
             "quorum-queue-redis",
             "crates/queue-redis",
-            vec![dep("quorum-queue", DepKind::Normal, false), dep("quorum-queue", DepKind::Dev, false)],
+            vec![
+                dep("quorum-queue", DepKind::Normal, false),
+                dep("quorum-queue", DepKind::Dev, false),
+            ],
         );
         assert!(check_layering(&workspace(vec![ok])).is_empty());
     }
@@ -339,7 +416,10 @@ mod tests {
         let dev = pkg(
             "quorum-llm-ollama",
             "crates/llm-ollama",
-            vec![dep("quorum-llm", DepKind::Normal, false), dep("quorum-mock-llm", DepKind::Dev, false)],
+            vec![
+                dep("quorum-llm", DepKind::Normal, false),
+                dep("quorum-mock-llm", DepKind::Dev, false),
+            ],
         );
         assert!(check_layering(&workspace(vec![fixture.clone(), dev])).is_empty());
         let normal = pkg(
@@ -352,9 +432,21 @@ mod tests {
 
     #[test]
     fn anyhow_only_outside_libraries() {
-        let lib = pkg("quorum-llm", "crates/llm", vec![dep("anyhow", DepKind::Normal, false)]);
-        let lib_dev = pkg("quorum-queue", "crates/queue", vec![dep("anyhow", DepKind::Dev, false)]);
-        let bin = pkg("quorum-advisor", "bins/advisor", vec![dep("anyhow", DepKind::Normal, false)]);
+        let lib = pkg(
+            "quorum-llm",
+            "crates/llm",
+            vec![dep("anyhow", DepKind::Normal, false)],
+        );
+        let lib_dev = pkg(
+            "quorum-queue",
+            "crates/queue",
+            vec![dep("anyhow", DepKind::Dev, false)],
+        );
+        let bin = pkg(
+            "quorum-advisor",
+            "bins/advisor",
+            vec![dep("anyhow", DepKind::Normal, false)],
+        );
         let problems = check_no_anyhow_in_libraries(&[lib, lib_dev, bin]);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("quorum-llm:"));
@@ -386,6 +478,9 @@ mod tests {
     #[test]
     fn lib_docs_must_open_the_file() {
         assert!(check_lib_docs("crates/x", "\n//! Docs.\npub fn f() {}").is_empty());
-        assert_eq!(check_lib_docs("crates/x", "pub fn f() {}\n//! late").len(), 1);
+        assert_eq!(
+            check_lib_docs("crates/x", "pub fn f() {}\n//! late").len(),
+            1
+        );
     }
 }

@@ -1,4 +1,9 @@
 //! Checks the real workspace against the rules in `quorum_xtask` (run alone with `cargo tidy`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] functions: a panic is the failure report"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +24,13 @@ fn root() -> PathBuf {
 fn workspace() -> Vec<Package> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .expect("cargo metadata runs");
@@ -68,11 +79,7 @@ fn workspace() -> Vec<Package> {
 }
 
 fn assert_clean(what: &str, problems: Vec<String>) {
-    assert!(
-        problems.is_empty(),
-        "{what}:\n  {}",
-        problems.join("\n  ")
-    );
+    assert!(problems.is_empty(), "{what}:\n  {}", problems.join("\n  "));
 }
 
 #[test]
@@ -118,6 +125,9 @@ fn the_workspace_is_not_empty() {
     // Guards the checks above against passing vacuously on a metadata parse that finds nothing.
     let names: Vec<String> = workspace().into_iter().map(|p| p.name).collect();
     for expected in ["quorum-config", "quorum-resilience", "quorum-metrics"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 }

@@ -138,7 +138,7 @@ fn check_name(name: &str) -> Result<(), String> {
 
 fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
+        .find(['{', ' '])
         .ok_or_else(|| format!("sample without a value: {line:?}"))?;
     let name = &line[..name_end];
     check_name(name)?;
@@ -221,8 +221,14 @@ mod tests {
         let samples = parse(text).unwrap();
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].labels["model"], "a\"b");
-        assert_eq!(value(&samples, "quorum_calls_total", &[("outcome", "ok")]), Some(3.0));
-        assert_eq!(value(&samples, "quorum_calls_total", &[("outcome", "err")]), None);
+        assert_eq!(
+            value(&samples, "quorum_calls_total", &[("outcome", "ok")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&samples, "quorum_calls_total", &[("outcome", "err")]),
+            None
+        );
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub const LLM_LATENCY_BUCKETS: &[f64] = &[
 
 /// Histogram buckets, in seconds, for fast in-process work and HTTP overhead: 50 µs to 1 s.
 pub const FAST_LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
 ];
 
 /// Histogram buckets for token counts per call: 16 to 128k.
@@ -105,8 +105,11 @@ impl MetricsRegistry {
                 (labels::VERSION.to_owned(), version.to_owned()),
             ])
             .set(1);
-        self.registry
-            .register(names::BUILD_INFO, "Build of the running Quorum component", family);
+        self.registry.register(
+            names::BUILD_INFO,
+            "Build of the running Quorum component",
+            family,
+        );
     }
 
     /// Ends registration: the returned handle only encodes, and clones share the registry.
@@ -205,8 +208,14 @@ mod tests {
             .register("llm_latency_seconds", "LLM latency", h.clone());
         h.observe(0.3);
         let text = registry.into_shared().encode().unwrap();
-        assert!(text.contains(r#"quorum_llm_latency_seconds_bucket{le="0.5"} 1"#), "{text}");
-        assert!(text.contains(r#"quorum_llm_latency_seconds_bucket{le="0.25"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"quorum_llm_latency_seconds_bucket{le="0.5"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"quorum_llm_latency_seconds_bucket{le="0.25"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! The registry's own output must parse with the strict exposition reader.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] functions: a panic is the failure report"
+)]
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,10 +44,28 @@ fn encoded_registry_parses_and_reads_back() {
     let text = shared.encode().unwrap();
     let samples = exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let v = |name, labels: &[(&str, &str)]| exposition::value(&samples, name, labels);
-    assert_eq!(v("quorum_llm_calls_total", &[("provider", "mock \"one\""), ("outcome", "ok")]), Some(7.0));
+    assert_eq!(
+        v(
+            "quorum_llm_calls_total",
+            &[("provider", "mock \"one\""), ("outcome", "ok")]
+        ),
+        Some(7.0)
+    );
     assert_eq!(v("quorum_llm_in_flight", &[]), Some(-2.0));
     assert_eq!(v("quorum_llm_overhead_seconds_count", &[]), Some(2.0));
-    assert_eq!(v("quorum_llm_overhead_seconds_bucket", &[("le", "0.0005")]), Some(1.0));
-    assert_eq!(v("quorum_llm_overhead_seconds_bucket", &[("le", "+Inf")]), Some(2.0));
-    assert_eq!(v("quorum_build_info", &[("component", "test"), ("version", "1.2.3")]), Some(1.0));
+    assert_eq!(
+        v("quorum_llm_overhead_seconds_bucket", &[("le", "0.0005")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        v("quorum_llm_overhead_seconds_bucket", &[("le", "+Inf")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        v(
+            "quorum_build_info",
+            &[("component", "test"), ("version", "1.2.3")]
+        ),
+        Some(1.0)
+    );
 }

@@ -137,6 +137,10 @@ impl Observers {
 
 impl std::fmt::Debug for Observers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Observers(Some)" } else { "Observers(None)" })
+        f.write_str(if self.0.is_some() {
+            "Observers(Some)"
+        } else {
+            "Observers(None)"
+        })
     }
 }

@@ -1,5 +1,10 @@
 //! The README's run command really runs: the example completes, accounts for every request, and
 //! reports clear one-line errors for bad configuration.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] functions: a panic is the failure report"
+)]
 
 use std::process::Command;
 
@@ -23,8 +28,15 @@ fn a_short_run_accounts_for_every_request() {
         "--metrics",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let done = stdout.lines().find(|l| l.starts_with("done in")).expect("a summary line");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = stdout
+        .lines()
+        .find(|l| l.starts_with("done in"))
+        .expect("a summary line");
     // "done in 0.52s: 250 ok, 3 permanent (not retried), ..." — the counts add up to 300.
     let total: u64 = done
         .split(": ")
@@ -34,7 +46,10 @@ fn a_short_run_accounts_for_every_request() {
         .map(|part| part.split(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 300, "{done}");
-    assert!(stdout.contains("quorum_resilience_retries_total"), "{stdout}");
+    assert!(
+        stdout.contains("quorum_resilience_retries_total"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -48,7 +63,10 @@ fn bad_configuration_is_one_clear_line() {
     let out = example(&["--set", "retry.initial_delay=10"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.starts_with("error: retry.initial_delay: invalid duration \"10\""), "{stderr}");
+    assert!(
+        stderr.starts_with("error: retry.initial_delay: invalid duration \"10\""),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,0 +1,365 @@
+//! The OpenAI Chat Completions wire format: request bodies and response parsing.
+
+use quorum_llm::{
+    ChatRequest, EmbeddingRequest, ErrorHint, FinishReason, LlmError, ModelInfo, Usage,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// The JSON body of `POST chat/completions`.
+///
+/// `extra` options are copied first, so they never override a field this function sets.
+pub(crate) fn chat_body(request: &ChatRequest, stream: bool, stream_usage: bool) -> Value {
+    let mut body: Map<String, Value> = request.extra.clone();
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if let Some(system) = &request.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for message in &request.messages {
+        let mut m = Map::new();
+        m.insert("role".into(), Value::from(message.role.as_str()));
+        m.insert("content".into(), Value::from(message.content.as_str()));
+        if let Some(name) = &message.name {
+            m.insert("name".into(), Value::from(name.as_str()));
+        }
+        if let Some(id) = &message.tool_call_id {
+            m.insert("tool_call_id".into(), Value::from(id.as_str()));
+        }
+        messages.push(Value::Object(m));
+    }
+    body.insert("model".into(), Value::from(request.model.as_str()));
+    body.insert("messages".into(), Value::Array(messages));
+    if let Some(t) = request.temperature {
+        // Through f64 via the decimal text, so 0.7f32 is sent as 0.7, not 0.699999988079071.
+        let t = t.to_string().parse::<f64>().unwrap_or(f64::from(t));
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(max) = request.max_tokens {
+        body.insert("max_tokens".into(), json!(max));
+    }
+    if !request.stop.is_empty() {
+        body.insert("stop".into(), json!(request.stop));
+    }
+    if let Some(seed) = request.seed {
+        body.insert("seed".into(), json!(seed));
+    }
+    body.insert("stream".into(), Value::Bool(stream));
+    if stream && stream_usage {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    } else if !stream {
+        body.remove("stream_options");
+    }
+    Value::Object(body)
+}
+
+/// The JSON body of `POST embeddings`.
+pub(crate) fn embeddings_body(request: &EmbeddingRequest) -> Value {
+    let mut body = request.extra.clone();
+    body.insert("model".into(), Value::from(request.model.as_str()));
+    body.insert("input".into(), json!(request.input));
+    if let Some(dims) = request.dimensions {
+        body.insert("dimensions".into(), json!(dims));
+    }
+    Value::Object(body)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    pub(crate) fn to_usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.unwrap_or(0),
+            completion_tokens: self.completion_tokens.unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Completion {
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    #[serde(default)]
+    pub(crate) choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    pub(crate) usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompletionChoice {
+    #[serde(default)]
+    pub(crate) message: Option<CompletionMessage>,
+    #[serde(default)]
+    pub(crate) finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompletionMessage {
+    #[serde(default)]
+    pub(crate) content: Option<String>,
+}
+
+/// One `data:` chunk of a stream.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Chunk {
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    #[serde(default)]
+    pub(crate) choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    pub(crate) usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChunkChoice {
+    #[serde(default)]
+    pub(crate) delta: Option<ChunkDelta>,
+    #[serde(default)]
+    pub(crate) finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChunkDelta {
+    #[serde(default)]
+    pub(crate) content: Option<String>,
+}
+
+pub(crate) fn finish_reason(reason: Option<&str>) -> FinishReason {
+    reason.map_or(FinishReason::Stop, FinishReason::from_provider)
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelList {
+    data: Vec<WireModel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireModel {
+    id: String,
+    #[serde(default)]
+    owned_by: Option<String>,
+    /// OpenRouter's field.
+    #[serde(default)]
+    context_length: Option<u64>,
+    /// vLLM's field.
+    #[serde(default)]
+    max_model_len: Option<u64>,
+}
+
+pub(crate) fn parse_models(body: &[u8]) -> Result<Vec<ModelInfo>, LlmError> {
+    let list: ModelList = serde_json::from_slice(body).map_err(|e| {
+        LlmError::invalid_response("models: not an OpenAI model list", Some(Box::new(e)))
+    })?;
+    Ok(list
+        .data
+        .into_iter()
+        .map(|m| ModelInfo {
+            id: m.id,
+            owned_by: m.owned_by,
+            context_window: m.context_length.or(m.max_model_len),
+        })
+        .collect())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingList {
+    pub(crate) data: Vec<EmbeddingItem>,
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    #[serde(default)]
+    pub(crate) usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingItem {
+    #[serde(default)]
+    pub(crate) index: Option<usize>,
+    pub(crate) embedding: Vec<f32>,
+}
+
+/// Reads an error body in any of the shapes OpenAI-compatible servers use:
+/// `{"error":{"message","type","code"}}` (OpenAI, OpenRouter with a numeric code, llama.cpp),
+/// `{"error":"message"}`, and vLLM's top-level `{"object":"error","message","type","code"}`.
+pub(crate) fn error_hint(value: &Value) -> Option<ErrorHint> {
+    let text = |v: Option<&Value>| -> Option<String> {
+        match v? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let object = value.as_object()?;
+    match object.get("error") {
+        Some(Value::Object(error)) => Some(ErrorHint {
+            message: text(error.get("message")),
+            code: text(error.get("code")),
+            error_type: text(error.get("type")),
+        }),
+        Some(Value::String(message)) => Some(ErrorHint::message(message.clone())),
+        _ if object.get("object").and_then(Value::as_str) == Some("error") => Some(ErrorHint {
+            message: text(object.get("message")),
+            code: text(object.get("code")),
+            error_type: text(object.get("type")),
+        }),
+        _ => None,
+    }
+}
+
+/// The hint of an error response body (an empty hint when it is not JSON).
+pub(crate) fn error_hint_from_body(body: &str) -> ErrorHint {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(error_hint)
+        .unwrap_or_default()
+}
+
+/// OpenRouter's `GET /auth/key` answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeyInfo {
+    pub(crate) data: KeyData,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeyData {
+    #[serde(default)]
+    pub(crate) limit: Option<f64>,
+    #[serde(default)]
+    pub(crate) usage: Option<f64>,
+    #[serde(default)]
+    pub(crate) limit_remaining: Option<f64>,
+    #[serde(default)]
+    pub(crate) is_free_tier: Option<bool>,
+    #[serde(default)]
+    pub(crate) label: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use quorum_llm::Message;
+
+    use super::*;
+
+    #[test]
+    fn chat_body_is_exact() {
+        let mut request = ChatRequest::new(
+            "gpt-4o-mini",
+            vec![
+                Message::user("hi"),
+                Message::assistant("hello"),
+                Message::user("again"),
+            ],
+        );
+        request.system = Some("be brief".into());
+        request.temperature = Some(0.7);
+        request.max_tokens = Some(100);
+        request.stop = vec!["\n\n".into()];
+        request.seed = Some(42);
+        request.extra.insert("top_p".into(), json!(0.9));
+        request.extra.insert("model".into(), json!("must-not-win"));
+        request.extra.insert("stream".into(), json!(true));
+        let body = chat_body(&request, false, true);
+        assert_eq!(
+            body,
+            json!({
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "again"}
+                ],
+                "temperature": 0.7,
+                "max_tokens": 100,
+                "stop": ["\n\n"],
+                "seed": 42,
+                "top_p": 0.9,
+                "stream": false
+            })
+        );
+        // The exact text, not just the value: 0.7 stays 0.7.
+        assert!(
+            serde_json::to_string(&body)
+                .unwrap()
+                .contains("\"temperature\":0.7,")
+        );
+    }
+
+    #[test]
+    fn stream_body_asks_for_usage_unless_disabled() {
+        let mut request = ChatRequest::user("m", "q");
+        let mut tool = Message::new(quorum_llm::Role::Tool, "42");
+        tool.tool_call_id = Some("call_1".into());
+        tool.name = Some("calc".into());
+        request.messages.push(tool);
+        assert_eq!(
+            chat_body(&request, true, true),
+            json!({
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "tool", "content": "42", "name": "calc", "tool_call_id": "call_1"}
+                ],
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            })
+        );
+        let without = chat_body(&request, true, false);
+        assert!(without.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn embeddings_body_is_exact() {
+        let mut request = EmbeddingRequest::new("emb", vec!["a".into(), "b".into()]);
+        request.dimensions = Some(8);
+        assert_eq!(
+            embeddings_body(&request),
+            json!({"model": "emb", "input": ["a", "b"], "dimensions": 8})
+        );
+    }
+
+    #[test]
+    fn error_hints_in_every_shape() {
+        let openai = error_hint_from_body(
+            r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota","param":null}}"#,
+        );
+        assert_eq!(openai.code.as_deref(), Some("insufficient_quota"));
+        assert_eq!(openai.error_type.as_deref(), Some("insufficient_quota"));
+        let openrouter =
+            error_hint_from_body(r#"{"error":{"code":402,"message":"Insufficient credits"}}"#);
+        assert_eq!(openrouter.code.as_deref(), Some("402"));
+        let plain = error_hint_from_body(r#"{"error":"model not loaded"}"#);
+        assert_eq!(plain.message.as_deref(), Some("model not loaded"));
+        let vllm = error_hint_from_body(
+            r#"{"object":"error","message":"maximum context length is 4096","type":"BadRequestError","code":400}"#,
+        );
+        assert_eq!(
+            vllm.message.as_deref(),
+            Some("maximum context length is 4096")
+        );
+        assert_eq!(
+            error_hint_from_body("<html>502</html>"),
+            ErrorHint::default()
+        );
+        assert_eq!(error_hint_from_body(r#"{"ok":true}"#), ErrorHint::default());
+    }
+
+    #[test]
+    fn models_parse_with_optional_fields() {
+        let models = parse_models(
+            br#"{"object":"list","data":[{"id":"a","object":"model","owned_by":"me"},{"id":"b","context_length":8192}]}"#,
+        )
+        .unwrap();
+        assert_eq!(models[0].owned_by.as_deref(), Some("me"));
+        assert_eq!(models[1].context_window, Some(8192));
+        assert_eq!(
+            parse_models(b"[]").unwrap_err().kind(),
+            quorum_llm::ErrorKind::InvalidResponse
+        );
+    }
+}

@@ -18,7 +18,8 @@
 //! - **Usage records** with a by-model aggregate, **API keys** (SHA-256 hash and prefix only),
 //!   **autoscaler decisions**.
 //! - **Retention** in bounded batches ([`Store::cleanup`], periodically with
-//!   [`Store::spawn_cleanup`]) and [`Store::stats`].
+//!   [`Store::spawn_cleanup`]), logged and counted ([`StoreMetrics`]: rows deleted per table,
+//!   runs by outcome), and [`Store::stats`].
 //!
 //! Timestamps are UTC milliseconds ([`Timestamp`]) from an injectable [`Clock`]. Errors are one
 //! [`StoreError`] with [`StoreError::is_retryable`].
@@ -57,6 +58,7 @@ mod error;
 mod jobs;
 mod keys;
 mod maintenance;
+pub mod metrics;
 mod schema;
 mod sessions;
 #[cfg(feature = "test-util")]
@@ -77,6 +79,7 @@ pub use jobs::{
 };
 pub use keys::{ApiKey, CreatedApiKey, KeyCheck, NewApiKey};
 pub use maintenance::{CleanupReport, CleanupTask, DatabaseStats, RetentionPolicy};
+pub use metrics::StoreMetrics;
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{Message, NewMessage, Role, Session, SessionSummaryRow, Summary};
 pub use usage::{ModelUsage, NewUsage, UsageOutcome};

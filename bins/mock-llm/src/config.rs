@@ -45,6 +45,7 @@ const MAX_EMBEDDING_DIM: u32 = 65_536;
 ///   - {kind: 500, window: {from: 10s, to: 20s}}   # all requests in that window
 /// seed: 42
 /// require_api_key: ${MOCK_KEY}
+/// credits: {limit: 10.0, usage: 2.5}   # GET /v1/auth/key; limit null (the default) = unlimited
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -79,6 +80,9 @@ pub struct MockConfig {
     pub require_api_key: Option<Secret>,
     /// How long shutdown waits for in-flight requests before closing their connections.
     pub shutdown_grace: Duration,
+    /// The key's credits, answered OpenRouter-style at `GET /v1/auth/key`; change them at run
+    /// time (`POST /admin/config`) to drive a credit monitor.
+    pub credits: CreditsConfig,
 }
 
 impl Default for MockConfig {
@@ -99,6 +103,7 @@ impl Default for MockConfig {
             seed: 0x5EED,
             require_api_key: None,
             shutdown_grace: Duration::from_secs(5),
+            credits: CreditsConfig::default(),
         }
     }
 }
@@ -154,7 +159,56 @@ impl MockConfig {
         for (i, rule) in self.faults.iter().enumerate() {
             rule.validate(i)?;
         }
-        Ok(())
+        self.credits.validate()
+    }
+}
+
+/// The credit status of the key, as OpenRouter's `GET /api/v1/auth/key` reports it (the mock
+/// serves it at `GET /v1/auth/key`). The default is an unlimited key with nothing used.
+///
+/// ```yaml
+/// credits: {limit: 10.0, usage: 9.5}   # 0.5 USD left
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreditsConfig {
+    /// The key's credit limit in USD; `None` (`null`) means unlimited.
+    pub limit: Option<f64>,
+    /// Credits used so far in USD.
+    pub usage: f64,
+}
+
+impl CreditsConfig {
+    /// A key limited to `limit` USD with `usage` USD used.
+    #[must_use]
+    pub fn limited(limit: f64, usage: f64) -> Self {
+        Self {
+            limit: Some(limit),
+            usage,
+        }
+    }
+
+    /// What is left: `limit - usage`, never below zero; `None` when unlimited.
+    #[must_use]
+    pub fn remaining(&self) -> Option<f64> {
+        self.limit.map(|limit| (limit - self.usage).max(0.0))
+    }
+
+    fn validate(&self) -> Result<(), MockError> {
+        let check = |field: &str, value: f64| {
+            if value.is_finite() && value >= 0.0 {
+                Ok(())
+            } else {
+                Err(MockError::InvalidConfig {
+                    field: field.to_owned(),
+                    reason: format!("{value} is not a finite amount >= 0"),
+                })
+            }
+        };
+        if let Some(limit) = self.limit {
+            check("credits.limit", limit)?;
+        }
+        check("credits.usage", self.usage)
     }
 }
 
@@ -649,6 +703,73 @@ mod tests {
             "from (3s) is not before to (3s)",
         );
         MockConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn credits_load_validate_and_compute_what_is_left() {
+        let cfg: MockConfig =
+            quorum_config::Loader::from_str("m.yaml", "credits: {limit: 10, usage: 9.5}\n")
+                .load()
+                .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.credits, CreditsConfig::limited(10.0, 9.5));
+        assert_eq!(cfg.credits.remaining(), Some(0.5));
+        assert_eq!(CreditsConfig::limited(1.0, 3.0).remaining(), Some(0.0));
+        assert_eq!(MockConfig::default().credits.remaining(), None);
+        let back: MockConfig = serde_json::from_value(serde_json::json!({
+            "credits": {"limit": null, "usage": 2.0}
+        }))
+        .unwrap();
+        assert_eq!(
+            back.credits,
+            CreditsConfig {
+                limit: None,
+                usage: 2.0
+            }
+        );
+        let err = quorum_config::Loader::from_str("m.yaml", "credits: {limt: 1}\n")
+            .load::<MockConfig>()
+            .unwrap_err();
+        assert!(err.to_string().contains("limt"), "{err}");
+        for (credits, field, reason) in [
+            (
+                CreditsConfig::limited(-1.0, 0.0),
+                "credits.limit",
+                "-1 is not",
+            ),
+            (
+                CreditsConfig::limited(f64::NAN, 0.0),
+                "credits.limit",
+                "NaN is not",
+            ),
+            (
+                CreditsConfig {
+                    limit: None,
+                    usage: -0.5,
+                },
+                "credits.usage",
+                "-0.5 is not",
+            ),
+            (
+                CreditsConfig {
+                    limit: None,
+                    usage: f64::INFINITY,
+                },
+                "credits.usage",
+                "inf is not",
+            ),
+        ] {
+            let cfg = MockConfig {
+                credits,
+                ..MockConfig::default()
+            };
+            let err = cfg.validate().unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("invalid {field}: {reason} a finite amount >= 0"),
+                "{credits:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! - **OpenAI**: `POST /v1/chat/completions` (JSON, or SSE with `"stream": true`, a usage chunk
 //!   with `stream_options.include_usage`, then `data: [DONE]`), `POST /v1/embeddings` (floats or
-//!   base64), `GET /v1/models`, `GET /v1/models/{id}`. A bearer key is accepted, and required
-//!   only when [`MockConfig::require_api_key`] is set.
+//!   base64), `GET /v1/models`, `GET /v1/models/{id}`, and OpenRouter's credit endpoint
+//!   `GET /v1/auth/key` (`{"data":{"label","usage","limit","limit_remaining","is_free_tier"}}`
+//!   from [`MockConfig::credits`]; unlimited by default, changeable at run time). A bearer key
+//!   is accepted, and required only when [`MockConfig::require_api_key`] is set.
 //! - **Ollama**: `POST /api/chat`, `POST /api/generate` (NDJSON streams unless `"stream": false`;
 //!   the last object has `done: true`, `done_reason`, counts and nanosecond durations),
 //!   `POST /api/embed` (and the legacy `/api/embeddings`), `GET /api/tags`, `GET /api/version`.
@@ -76,8 +78,8 @@ mod text;
 use std::net::SocketAddr;
 
 pub use config::{
-    DEFAULT_MODELS, FaultKind, FaultKindError, FaultRule, FaultWindow, Latency, MockConfig,
-    ModelConfig,
+    CreditsConfig, DEFAULT_MODELS, FaultKind, FaultKindError, FaultRule, FaultWindow, Latency,
+    MockConfig, ModelConfig,
 };
 pub use server::MockServer;
 pub use stats::{OTHER_MODELS, Stats};

@@ -9,6 +9,7 @@ use crate::api::{
     Answer, ApiError, ChatRequest, Content, EmbedInput, EmbedRequest, Finish, Segments, StreamEnd,
     parse_json, to_json, write_json,
 };
+use crate::config::CreditsConfig;
 
 const ROLES: [&str; 6] = [
     "system",
@@ -418,6 +419,34 @@ pub(crate) fn render_models<'a>(names: impl Iterator<Item = &'a str>, created: u
 
 pub(crate) fn render_model(name: &str, created: u64) -> Bytes {
     to_json(&model_entry(name, created))
+}
+
+#[derive(Serialize)]
+struct KeyInfo {
+    data: KeyData,
+}
+
+#[derive(Serialize)]
+struct KeyData {
+    label: &'static str,
+    usage: f64,
+    limit: Option<f64>,
+    limit_remaining: Option<f64>,
+    is_free_tier: bool,
+}
+
+/// OpenRouter's `GET /api/v1/auth/key` answer:
+/// `{"data":{"label","usage","limit","limit_remaining","is_free_tier"}}`.
+pub(crate) fn render_key_info(credits: &CreditsConfig) -> Bytes {
+    to_json(&KeyInfo {
+        data: KeyData {
+            label: "mock",
+            usage: credits.usage,
+            limit: credits.limit,
+            limit_remaining: credits.remaining(),
+            is_free_tier: false,
+        },
+    })
 }
 
 #[cfg(test)]

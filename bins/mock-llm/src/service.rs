@@ -310,6 +310,7 @@ where
         "/v1/messages" => (Dialect::Anthropic, post),
         "/api/chat" | "/api/generate" | "/api/embed" | "/api/embeddings" => (Dialect::Ollama, post),
         "/api/tags" | "/api/version" => (Dialect::Ollama, get),
+        "/v1/auth/key" => (Dialect::OpenAi, get),
         p if p == "/v1/models" || p.starts_with("/v1/models/") => (listing_dialect, get),
         p if p.starts_with("/api/") => {
             let err = ApiError::RouteNotFound(p.to_owned());
@@ -348,6 +349,7 @@ where
             };
             json_guarded(body, guard)
         }
+        "/v1/auth/key" => json_guarded(openai::render_key_info(&runtime.config.credits), guard),
         _ => {
             let id = path.trim_start_matches("/v1/models/");
             if runtime.model(dialect, id).is_none() {

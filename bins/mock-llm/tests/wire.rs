@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{Dialect, client, ndjson, sse, start, start_with};
 use quorum_config::Secret;
 use quorum_mock_llm::{
-    DEFAULT_MODELS, Latency, MockConfig, ModelConfig, Stats, answer_chunks, estimate_tokens,
-    expected_answer,
+    CreditsConfig, DEFAULT_MODELS, Latency, MockConfig, ModelConfig, Stats, answer_chunks,
+    estimate_tokens, expected_answer,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -856,5 +856,74 @@ async fn http_1_0_clients_are_served() {
     assert!(head.contains(" 200 OK"), "{head}");
     let stats: Stats = serde_json::from_str(body).unwrap();
     assert_eq!(stats, Stats::default());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn openrouter_credits_endpoint_follows_the_config() {
+    let server = start().await;
+    let url = format!("{}/v1/auth/key", server.base_url());
+    let get = || async {
+        let response = client().get(&url).send().await.unwrap();
+        let status = response.status();
+        let v: Value = response.json().await.unwrap();
+        (status, v)
+    };
+    // Default: an unlimited key with nothing used (OpenRouter answers null limits).
+    let (status, v) = get().await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"data": {"label": "mock", "usage": 0.0, "limit": null,
+                        "limit_remaining": null, "is_free_tier": false}})
+    );
+
+    // Changed at run time through the admin API...
+    let response = client()
+        .post(format!("{}/admin/config", server.base_url()))
+        .json(&json!({"credits": {"limit": 10.0, "usage": 9.5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, v) = get().await;
+    assert_eq!(v["data"]["limit"], 10.0);
+    assert_eq!(v["data"]["usage"], 9.5);
+    assert_eq!(v["data"]["limit_remaining"], 0.5);
+    // ...and through the library; overspending never reports a negative remainder.
+    let mut config = server.config();
+    config.credits = CreditsConfig::limited(5.0, 7.0);
+    server.set_config(config).unwrap();
+    let (_, v) = get().await;
+    assert_eq!(v["data"]["limit_remaining"], 0.0);
+
+    // Bad amounts are rejected naming the field; the old credits stay.
+    let response = client()
+        .post(format!("{}/admin/config", server.base_url()))
+        .json(&json!({"credits": {"limit": -1.0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("invalid credits.limit: -1 is not"), "{text}");
+    assert_eq!(server.config().credits, CreditsConfig::limited(5.0, 7.0));
+
+    // Only GET; a required key is checked like every OpenAI-dialect route.
+    let response = client().post(&url).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    let mut config = server.config();
+    config.require_api_key = Some(Secret::new("sk-or-mock"));
+    server.set_config(config).unwrap();
+    let (status, v) = get().await;
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let response = client()
+        .get(&url)
+        .bearer_auth("sk-or-mock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     server.shutdown().await;
 }

@@ -11,6 +11,10 @@
 //! - OpenRouter extras: the `HTTP-Referer` / `X-Title` attribution headers
 //!   ([`OpenRouterConfig`]), 402 "out of credits" as
 //!   [`quorum_llm::LlmError::PaymentRequired`], and [`OpenAiProvider::credits`].
+//! - [`CreditMonitor`]: polls an OpenRouter key's credits every interval on an owned task,
+//!   classifies them against warn/alert thresholds ([`CreditMonitorConfig`], USD left or a
+//!   fraction of the limit), logs level changes only, and reports every status to an optional
+//!   observer (for a gauge); failed checks are kept, never fatal.
 //! - [`OpenAiFactory`] (kind `openai`) builds providers from a raw config section
 //!   ([`OpenAiConfig`], `deny_unknown_fields`, errors naming the field).
 //! - [`SseParser`]: the incremental event-stream parser the provider uses (re-exported from
@@ -77,9 +81,14 @@
 //! ```
 
 mod config;
+mod credits;
 mod provider;
 mod wire;
 
 pub use config::{OpenAiConfig, OpenRouterConfig, TimeoutConfig};
+pub use credits::{
+    CreditCheckError, CreditConfigError, CreditLevel, CreditMonitor, CreditMonitorConfig,
+    CreditMonitorHandle, CreditStatus, DEFAULT_CREDIT_INTERVAL,
+};
 pub use provider::{Credits, KIND, OpenAiFactory, OpenAiProvider};
 pub use quorum_llm::sse::{SseEvent, SseParser};

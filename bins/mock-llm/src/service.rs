@@ -532,6 +532,7 @@ where
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         add_request_id(dialect, headers, answer.id);
+        add_rate_limit(dialect, headers);
         return response;
     }
     if end == StreamEnd::Midstream {
@@ -550,6 +551,7 @@ where
         json_guarded(body, guard)
     };
     add_request_id(dialect, response.headers_mut(), answer.id);
+    add_rate_limit(dialect, response.headers_mut());
     response
 }
 
@@ -637,6 +639,29 @@ fn add_request_id(dialect: Dialect, headers: &mut HeaderMap, id: u64) {
     };
     if let Ok(value) = HeaderValue::from_str(&format!("req_mock_{id}")) {
         headers.insert(name, value);
+    }
+}
+
+/// The rate-limit headers real providers send on successful chat answers, with generous
+/// constant values (Ollama sends none).
+fn add_rate_limit(dialect: Dialect, headers: &mut HeaderMap) {
+    let pairs: &[(&'static str, &'static str)] = match dialect {
+        Dialect::OpenAi => &[
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-remaining-requests", "9999"),
+            ("x-ratelimit-reset-requests", "6ms"),
+            ("x-ratelimit-limit-tokens", "10000000"),
+            ("x-ratelimit-remaining-tokens", "9999000"),
+            ("x-ratelimit-reset-tokens", "6ms"),
+        ],
+        Dialect::Anthropic => &[
+            ("anthropic-ratelimit-requests-remaining", "9999"),
+            ("anthropic-ratelimit-tokens-remaining", "9999000"),
+        ],
+        Dialect::Ollama => return,
+    };
+    for (name, value) in pairs {
+        headers.insert(*name, HeaderValue::from_static(value));
     }
 }
 

@@ -8,7 +8,7 @@ use quorum_llm::http_client::{ClientBuilder, HttpEndpoint, StreamDecoder};
 use quorum_llm::sse::{SseEvent, SseParser};
 use quorum_llm::{
     ChatRequest, ChatResponse, ChatStream, LlmError, ModelInfo, Provider, ProviderFactory,
-    StreamFinal, StreamItem, Timings, Usage, classify_stream_error, parse_config,
+    RateLimitInfo, StreamFinal, StreamItem, Timings, Usage, classify_stream_error, parse_config,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -90,8 +90,8 @@ impl Provider for AnthropicProvider {
         let started = Instant::now();
         let body = wire::chat_body(request, self.inner.default_max_tokens, false)?;
         let endpoint = &self.inner.endpoint;
-        let bytes = endpoint
-            .send_bytes(endpoint.post("v1/messages").json(&body))
+        let (bytes, rate_limit) = endpoint
+            .send_bytes_with_rate_limit(endpoint.post("v1/messages").json(&body))
             .await?;
         let total = started.elapsed();
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -119,6 +119,7 @@ impl Provider for AnthropicProvider {
                 .model
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| request.model.clone()),
+            rate_limit: rate_limit.map(Box::new),
         })
     }
 
@@ -134,7 +135,8 @@ impl Provider for AnthropicProvider {
                     .json(&body),
             )
             .await?;
-        let state = StreamState::new(self.inner.name.clone(), request.model.clone(), started);
+        let mut state = StreamState::new(self.inner.name.clone(), request.model.clone(), started);
+        state.rate_limit = RateLimitInfo::from_headers(response.headers()).map(Box::new);
         Ok(endpoint.chat_stream(response, state))
     }
 
@@ -175,6 +177,8 @@ struct StreamState {
     provider: String,
     started: Instant,
     first_token: Option<std::time::Duration>,
+    /// The server's rate-limit state, read from the response headers when the stream started.
+    rate_limit: Option<Box<RateLimitInfo>>,
 }
 
 impl StreamDecoder for StreamState {
@@ -223,6 +227,7 @@ impl StreamState {
             provider,
             started,
             first_token: None,
+            rate_limit: None,
         }
     }
 
@@ -286,6 +291,7 @@ impl StreamState {
                     },
                     provider: self.provider.clone(),
                     model: self.model.clone(),
+                    rate_limit: self.rate_limit.clone(),
                 })));
             }
             Event::Error(hint) => self.fail(classify_stream_error(&hint, &event.data)),

@@ -69,6 +69,10 @@ async fn answers_match_the_mock_contract() {
     let usage = answer.usage.unwrap();
     assert_eq!(usage.completion_tokens, 16);
     assert!(usage.prompt_tokens > 0);
+    // The rate-limit headers of the 200 answer are read.
+    let limits = answer.rate_limit.unwrap();
+    assert_eq!(limits.remaining_requests, Some(9999));
+    assert_eq!(limits.remaining_tokens, Some(9_999_000));
 
     // max_tokens is sent as is: fewer chunks and a `max_tokens` (length) finish.
     request.max_tokens = Some(3);
@@ -85,6 +89,7 @@ async fn answers_match_the_mock_contract() {
     assert_eq!(done.finish_reason, FinishReason::Length);
     assert_eq!(done.usage.unwrap().completion_tokens, 3);
     assert_eq!(done.usage.unwrap().prompt_tokens, usage.prompt_tokens);
+    assert_eq!(done.rate_limit.unwrap().remaining_requests, Some(9999));
     assert!(stream.next().await.is_none());
     server.shutdown().await;
 }

@@ -134,6 +134,8 @@ impl Provider for OllamaProvider {
                 .take()
                 .filter(|m| !m.is_empty())
                 .unwrap_or_else(|| request.model.clone()),
+            // Ollama sends no rate-limit headers.
+            rate_limit: None,
         })
     }
 
@@ -307,6 +309,7 @@ impl StreamState {
                 },
                 provider: self.provider.clone(),
                 model: self.model.clone(),
+                rate_limit: None,
             })));
         }
     }

@@ -71,6 +71,10 @@ async fn answers_match_the_mock_contract() {
     assert_eq!(answer.content, expected_answer("hello there", 16));
     assert_eq!(answer.model, "gemma3:1b");
     assert_eq!(answer.provider, "mock-ollama");
+    assert_eq!(
+        answer.rate_limit, None,
+        "ollama sends no rate-limit headers"
+    );
     assert_eq!(answer.usage.unwrap().completion_tokens, 16);
     assert_eq!(answer.finish_reason, FinishReason::Stop);
     // Ollama's nanosecond durations arrive as provider timings.

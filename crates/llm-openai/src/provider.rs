@@ -9,8 +9,8 @@ use quorum_llm::http_client::{ClientBuilder, HttpEndpoint, StreamDecoder};
 use quorum_llm::sse::{SseEvent, SseParser};
 use quorum_llm::{
     ChatRequest, ChatResponse, ChatStream, EmbeddingRequest, EmbeddingResponse, Embeddings,
-    LlmError, ModelInfo, Provider, ProviderFactory, StreamFinal, StreamItem, Timings, Usage,
-    classify_stream_error, parse_config,
+    LlmError, ModelInfo, Provider, ProviderFactory, RateLimitInfo, StreamFinal, StreamItem,
+    Timings, Usage, classify_stream_error, parse_config,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -144,8 +144,8 @@ impl Provider for OpenAiProvider {
         let started = Instant::now();
         let body = wire::chat_body(request, false, self.inner.stream_usage);
         let endpoint = &self.inner.endpoint;
-        let bytes = endpoint
-            .send_bytes(endpoint.post("chat/completions").json(&body))
+        let (bytes, rate_limit) = endpoint
+            .send_bytes_with_rate_limit(endpoint.post("chat/completions").json(&body))
             .await?;
         let total = started.elapsed();
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -174,6 +174,7 @@ impl Provider for OpenAiProvider {
             },
             provider: self.inner.name.clone(),
             model: completion.model.unwrap_or_else(|| request.model.clone()),
+            rate_limit: rate_limit.map(Box::new),
         })
     }
 
@@ -190,6 +191,7 @@ impl Provider for OpenAiProvider {
             )
             .await?;
         let state = StreamState {
+            rate_limit: RateLimitInfo::from_headers(response.headers()).map(Box::new),
             parser: SseParser::new(),
             pending: VecDeque::new(),
             finished: false,
@@ -255,6 +257,8 @@ struct StreamState {
     provider: String,
     started: Instant,
     first_token: Option<std::time::Duration>,
+    /// The server's rate-limit state, read from the response headers when the stream started.
+    rate_limit: Option<Box<RateLimitInfo>>,
 }
 
 impl StreamDecoder for StreamState {
@@ -310,6 +314,7 @@ impl StreamState {
                 },
                 provider: self.provider.clone(),
                 model: self.model.clone(),
+                rate_limit: self.rate_limit.clone(),
             })));
             return;
         }
@@ -394,6 +399,7 @@ mod tests {
             provider: "p".into(),
             started: Instant::now(),
             first_token: None,
+            rate_limit: None,
         }
     }
 

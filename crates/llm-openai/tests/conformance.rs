@@ -45,6 +45,11 @@ async fn answers_match_the_mock_contract() {
     assert_eq!(answer.content, expected_answer("hello there", 16));
     assert_eq!(answer.model, "mock-small");
     assert_eq!(answer.usage.unwrap().completion_tokens, 16);
+    // The rate-limit headers of the 200 answer are read.
+    let limits = answer.rate_limit.unwrap();
+    assert_eq!(limits.remaining_requests, Some(9999));
+    assert_eq!(limits.remaining_tokens, Some(9_999_000));
+    assert_eq!(limits.reset_requests, Some(Duration::from_millis(6)));
 
     // max_tokens is sent: fewer chunks and a `length` finish.
     let mut short = ChatRequest::user("mock-small", "hello there");
@@ -61,6 +66,7 @@ async fn answers_match_the_mock_contract() {
     assert_eq!(deltas, 3);
     assert_eq!(done.finish_reason, quorum_llm::FinishReason::Length);
     assert_eq!(done.usage.unwrap().completion_tokens, 3);
+    assert_eq!(done.rate_limit.unwrap().remaining_requests, Some(9999));
     assert!(stream.next().await.is_none());
     server.shutdown().await;
 }

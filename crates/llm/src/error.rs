@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
+use crate::types::RateLimitInfo;
+
 /// A boxed error kept as a source (a transport library's error, a decode error, ...).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -26,6 +28,8 @@ pub const KEPT_HEADERS: &[&str] = &[
     "x-ratelimit-reset-tokens",
     "anthropic-ratelimit-requests-remaining",
     "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-reset",
 ];
 
 /// What a provider answered when a call failed: status, the provider's own message, code and type,
@@ -61,6 +65,13 @@ impl ApiError {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The server's rate-limit state from the kept headers, parsed like a successful response's
+    /// ([`RateLimitInfo::from_headers`]); `None` when there is none.
+    #[must_use]
+    pub fn rate_limit(&self) -> Option<RateLimitInfo> {
+        RateLimitInfo::from_lookup(|name| self.header(name), SystemTime::now())
     }
 }
 
@@ -681,6 +692,31 @@ mod tests {
     use http::{HeaderName, HeaderValue};
 
     use super::*;
+
+    #[test]
+    fn api_error_rate_limit_reads_the_kept_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
+        headers.insert(
+            "x-ratelimit-reset-requests",
+            HeaderValue::from_static("20s"),
+        );
+        headers.insert(
+            "anthropic-ratelimit-tokens-reset",
+            HeaderValue::from_static("2999-01-01T00:00:00Z"),
+        );
+        let api = api_error(429, &headers, "", &ErrorHint::default());
+        let info = api.rate_limit().unwrap();
+        assert_eq!(info.remaining_requests, Some(0));
+        assert_eq!(info.reset_requests, Some(Duration::from_secs(20)));
+        assert!(info.reset_tokens.is_some(), "{info:?}");
+        assert_eq!(info.remaining_tokens, None);
+        let bare = api_error(429, &HeaderMap::new(), "", &ErrorHint::default());
+        assert_eq!(bare.rate_limit(), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -43,7 +43,7 @@ use url::Url;
 
 use crate::error::{ErrorHint, LlmError, classify_http};
 use crate::provider::{ChatStream, guard_stream};
-use crate::types::StreamItem;
+use crate::types::{RateLimitInfo, StreamItem};
 
 /// Timeouts of one endpoint, the `timeout` section of a provider's config.
 ///
@@ -438,8 +438,25 @@ impl HttpEndpoint {
     ///
     /// As [`HttpEndpoint::send`]; a transport error when reading the body fails.
     pub async fn send_bytes(&self, request: reqwest::RequestBuilder) -> Result<Bytes, LlmError> {
+        self.send_bytes_with_rate_limit(request)
+            .await
+            .map(|(bytes, _)| bytes)
+    }
+
+    /// Like [`HttpEndpoint::send_bytes`], also returning the server's rate-limit state read from
+    /// the 2xx answer's headers ([`RateLimitInfo::from_headers`]; `None` when it sent none).
+    ///
+    /// # Errors
+    ///
+    /// As [`HttpEndpoint::send_bytes`].
+    pub async fn send_bytes_with_rate_limit(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(Bytes, Option<RateLimitInfo>), LlmError> {
         let response = self.send(request).await?;
-        response.bytes().await.map_err(|e| self.map_error(e))
+        let rate_limit = RateLimitInfo::from_headers(response.headers());
+        let bytes = response.bytes().await.map_err(|e| self.map_error(e))?;
+        Ok((bytes, rate_limit))
     }
 
     /// The chat stream of a streamed answer: its body is fed to `decoder` chunk by chunk, and

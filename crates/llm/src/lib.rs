@@ -121,7 +121,7 @@ pub use factory::{ProviderFactory, ProviderRegistry, parse_config};
 pub use provider::{ChatStream, Embeddings, Provider, collect_stream, guard_stream};
 pub use types::{
     ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, FinishReason, Message,
-    ModelInfo, ProviderTimings, Role, StreamFinal, StreamItem, Timings, Usage,
+    ModelInfo, ProviderTimings, RateLimitInfo, Role, StreamFinal, StreamItem, Timings, Usage,
 };
 
 pub use resilient::{

@@ -63,6 +63,7 @@ pub trait Provider: Send + Sync {
             timings: response.timings,
             provider: response.provider,
             model: response.model,
+            rate_limit: response.rate_limit,
         })));
         Ok(Box::pin(futures_util::stream::iter(items)))
     }
@@ -164,6 +165,7 @@ pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, LlmE
                     timings: done.timings,
                     provider: done.provider,
                     model: done.model,
+                    rate_limit: done.rate_limit,
                 });
             }
         }

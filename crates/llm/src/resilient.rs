@@ -17,8 +17,10 @@
 //! 3. calls the inner provider under the per-call `timeout`;
 //! 4. records the outcome in the breaker (only retryable failures count against it: a 400 or a
 //!    401 says nothing about the provider's health), settles the token estimate with the real
-//!    usage, and follows `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` headers carried by an
-//!    error ([`RateLimiter::observe_remaining`]).
+//!    usage, and follows the server's rate-limit headers (`x-ratelimit-remaining-*` /
+//!    `x-ratelimit-reset-*`, Anthropic's `anthropic-ratelimit-*`) whether the call succeeded
+//!    ([`ChatResponse::rate_limit`], [`StreamFinal::rate_limit`](crate::StreamFinal::rate_limit)) or failed (the error's kept
+//!    headers, [`ApiError::rate_limit`]), via [`RateLimiter::observe_remaining`].
 //!
 //! The loop retries what [`LlmError::is_retryable`] says (server `Retry-After` hints honoured up
 //! to `retry.max_retry_after`), while the shared [`RetryBudget`] allows it: a dependency that
@@ -33,8 +35,8 @@
 //! **Cancellation:** dropping the future or the stream drops the inner provider's future or
 //! stream, which aborts its HTTP request; nothing is recorded in the breaker then.
 //!
-//! Only errors carry headers in this contract ([`ChatResponse`] has none), so rate-limit headers
-//! are followed when a call fails (typically on a 429).
+//! A stream's rate-limit state is followed when its [`StreamItem::Done`] passes through (providers
+//! read the headers when the stream starts); a stream that ends in an error follows the error's.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -58,7 +60,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::{ApiError, LlmError};
 use crate::provider::{ChatStream, Embeddings, Provider};
-use crate::types::{ChatRequest, ChatResponse, ModelInfo, StreamItem, Usage};
+use crate::types::{ChatRequest, ChatResponse, ModelInfo, RateLimitInfo, StreamItem, Usage};
 
 /// The [`ApiError::code`] of the error returned when a model's circuit breaker is open.
 pub const BREAKER_OPEN_CODE: &str = "circuit_open";
@@ -731,8 +733,15 @@ impl Shared {
         Ok(Admission { permit, tokens })
     }
 
-    /// Records an attempt's outcome: breaker, token settlement, server rate-limit headers.
-    fn finish(&self, admission: Admission, error: Option<&LlmError>, usage: Option<Usage>) {
+    /// Records an attempt's outcome: breaker, token settlement, the server's rate-limit state
+    /// (`rate_limit` of a success, or the error's headers).
+    fn finish(
+        &self,
+        admission: Admission,
+        error: Option<&LlmError>,
+        usage: Option<Usage>,
+        rate_limit: Option<RateLimitInfo>,
+    ) {
         if let Some(permit) = admission.permit {
             match error {
                 Some(e) if e.is_retryable() => permit.failure(),
@@ -747,38 +756,24 @@ impl Shared {
                 (None, None) => {}
             }
         }
-        if let Some(api) = error.and_then(LlmError::api) {
-            self.observe_headers(api);
+        let info = match error {
+            Some(e) => e.api().and_then(ApiError::rate_limit),
+            None => rate_limit,
+        };
+        if let Some(info) = info {
+            self.observe_rate_limit(&info);
         }
     }
 
-    fn observe_headers(&self, api: &ApiError) {
+    /// Lowers the limiters to what the server says is left (from a success's
+    /// [`ChatResponse::rate_limit`] or an error's headers).
+    fn observe_rate_limit(&self, info: &RateLimitInfo) {
         let pairs = [
-            (
-                &self.rpm,
-                [
-                    "x-ratelimit-remaining-requests",
-                    "anthropic-ratelimit-requests-remaining",
-                ],
-                "x-ratelimit-reset-requests",
-            ),
-            (
-                &self.tpm,
-                [
-                    "x-ratelimit-remaining-tokens",
-                    "anthropic-ratelimit-tokens-remaining",
-                ],
-                "x-ratelimit-reset-tokens",
-            ),
+            (&self.rpm, info.remaining_requests, info.reset_requests),
+            (&self.tpm, info.remaining_tokens, info.reset_tokens),
         ];
-        for (limiter, remaining_names, reset_name) in pairs {
-            let Some(limiter) = limiter else { continue };
-            let remaining = remaining_names
-                .iter()
-                .find_map(|name| api.header(name))
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if let Some(remaining) = remaining {
-                let reset = api.header(reset_name).and_then(parse_reset);
+        for (limiter, remaining, reset) in pairs {
+            if let (Some(limiter), Some(remaining)) = (limiter, remaining) {
                 limiter.observe_remaining(remaining, reset);
             }
         }
@@ -800,8 +795,11 @@ impl Shared {
             Ok(result) => result,
             Err(_) => Err(self.timed_out(&request.model, self.timeout, "no answer")),
         };
-        let usage = result.as_ref().ok().and_then(|r| r.usage);
-        self.finish(admission, result.as_ref().err(), usage);
+        let (usage, rate_limit) = match &result {
+            Ok(r) => (r.usage, r.rate_limit.as_deref().cloned()),
+            Err(_) => (None, None),
+        };
+        self.finish(admission, result.as_ref().err(), usage, rate_limit);
         result
     }
 
@@ -835,7 +833,7 @@ impl Shared {
         let (stream, first) = match outcome {
             Ok(opened) => opened,
             Err(e) => {
-                self.finish(admission, Some(&e), None);
+                self.finish(admission, Some(&e), None, None);
                 return Err(e);
             }
         };
@@ -850,18 +848,6 @@ impl Shared {
         watched.first = Some(watched.judge(Ok(first)));
         Ok(Box::pin(watched))
     }
-}
-
-/// Parses a rate-limit reset header: `"1s"`, `"6m0s"`, `"59.5ms"` (OpenAI) or plain seconds.
-fn parse_reset(value: &str) -> Option<StdDuration> {
-    let value = value.trim();
-    if let Ok(d) = value.parse::<Duration>() {
-        return Some(d.as_std());
-    }
-    value
-        .parse::<f64>()
-        .ok()
-        .and_then(|secs| StdDuration::try_from_secs_f64(secs).ok())
 }
 
 fn breaker_open_error(open: BreakerOpen) -> LlmError {
@@ -898,12 +884,13 @@ impl Watched {
     fn judge(&mut self, item: Result<StreamItem, LlmError>) -> Result<StreamItem, LlmError> {
         let terminal = match &item {
             Ok(StreamItem::Delta(_)) => return item,
-            Ok(StreamItem::Done(done)) => (None, done.usage),
-            Err(e) => (Some(e), None),
+            Ok(StreamItem::Done(done)) => (None, done.usage, done.rate_limit.as_deref().cloned()),
+            Err(e) => (Some(e), None, None),
         };
         self.inner = None;
         if let Some(admission) = self.admission.take() {
-            self.shared.finish(admission, terminal.0, terminal.1);
+            self.shared
+                .finish(admission, terminal.0, terminal.1, terminal.2);
         }
         item
     }
@@ -1020,6 +1007,8 @@ pub(crate) mod fake {
         Delay(StdDuration, Box<Reply>),
         /// A stream: (delay before, item) pairs; `None` item = an in-stream 503 error.
         Stream(Vec<(StdDuration, Option<&'static str>)>),
+        /// Like [`Reply::Answer`] (or the default stream), carrying this server rate-limit state.
+        Limited(RateLimitInfo),
     }
 
     pub(crate) fn status(code: u16) -> Reply {
@@ -1152,13 +1141,22 @@ pub(crate) mod fake {
             let reply = self.next(request);
             match self.reply(&request.model, reply).await? {
                 Reply::Stream(_) | Reply::Answer => Ok(self.answer(&request.model)),
+                Reply::Limited(info) => Ok(ChatResponse {
+                    rate_limit: Some(Box::new(info)),
+                    ..self.answer(&request.model)
+                }),
                 _ => Err(LlmError::Cancelled),
             }
         }
 
         async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, LlmError> {
             let reply = self.next(request);
-            let items = match self.reply(&request.model, reply).await? {
+            let reply = self.reply(&request.model, reply).await?;
+            let rate_limit = match &reply {
+                Reply::Limited(info) => Some(Box::new(info.clone())),
+                _ => None,
+            };
+            let items = match reply {
                 Reply::Stream(items) => items,
                 _ => vec![
                     (StdDuration::ZERO, Some("answer from ")),
@@ -1172,6 +1170,7 @@ pub(crate) mod fake {
                 }),
                 provider: self.name.clone(),
                 model: request.model.clone(),
+                rate_limit,
                 ..StreamFinal::default()
             };
             let queue: VecDeque<_> = items.into_iter().collect();
@@ -1687,8 +1686,68 @@ mod tests {
         assert_eq!(fake.calls("m"), 2);
     }
 
+    fn limited(remaining_requests: u64, reset: u64) -> Reply {
+        Reply::Limited(RateLimitInfo {
+            remaining_requests: Some(remaining_requests),
+            reset_requests: Some(StdDuration::from_secs(reset)),
+            ..RateLimitInfo::default()
+        })
+    }
+
+    fn limited_config(max_wait: u64) -> ResilienceConfig {
+        let mut config = config();
+        config.retry.max_attempts = 1;
+        config.rate_limit.requests_per_minute = Some(60);
+        config.rate_limit.max_wait = Duration::from_secs(max_wait);
+        config
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_of_a_success_lowers_the_buckets() {
+        let fake = Fake::new("p");
+        fake.script("m", vec![limited(0, 20)]);
+        let provider = wrap(&fake, &limited_config(60));
+        let answer = provider.chat(&req("m")).await.unwrap();
+        assert_eq!(answer.rate_limit.unwrap().remaining_requests, Some(0));
+        assert_eq!(provider.requests_limiter().unwrap().available(), 0);
+        // The next call waits for the server's reset before being sent.
+        let start = Instant::now();
+        provider.chat(&req("m")).await.unwrap();
+        assert!(
+            start.elapsed() >= StdDuration::from_secs(20),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(fake.calls("m"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_of_a_success_fails_locally_beyond_max_wait() {
+        let fake = Fake::new("p");
+        fake.script("m", vec![limited(0, 20)]);
+        let provider = wrap(&fake, &limited_config(5));
+        provider.chat(&req("m")).await.unwrap();
+        let err = provider.chat(&req("m")).await.unwrap_err();
+        assert!(is_local_rate_limit(&err), "{err}");
+        assert_eq!(fake.calls("m"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_of_a_stream_done_lowers_the_buckets() {
+        let fake = Fake::new("p");
+        fake.script("m", vec![limited(0, 20)]);
+        let provider = wrap(&fake, &limited_config(5));
+        let stream = provider.chat_stream(&req("m")).await.unwrap();
+        let answer = crate::collect_stream(stream).await.unwrap();
+        assert_eq!(answer.content, "answer from fake");
+        let err = provider.chat(&req("m")).await.unwrap_err();
+        assert!(is_local_rate_limit(&err), "{err}");
+        assert_eq!(fake.calls("m"), 1);
+    }
+
     #[test]
     fn reset_headers_parse() {
+        use crate::types::parse_reset;
         assert_eq!(parse_reset("1s"), Some(StdDuration::from_secs(1)));
         assert_eq!(parse_reset("6m0s"), Some(StdDuration::from_secs(360)));
         assert_eq!(

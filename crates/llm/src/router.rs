@@ -374,7 +374,7 @@ impl RouterBuilder {
 
 /// What one step produced.
 enum Answer {
-    Chat(ChatResponse),
+    Chat(Box<ChatResponse>),
     Stream(ChatStream),
 }
 
@@ -443,7 +443,7 @@ impl Router {
     ) -> Result<Routed<ChatResponse>, RouteError> {
         let routed = self.run(request, false).await?;
         let value = match routed.value {
-            Answer::Chat(value) => value,
+            Answer::Chat(value) => *value,
             Answer::Stream(stream) => crate::provider::collect_stream(stream)
                 .await
                 .map_err(|e| self.failure(request, e, routed.skipped.clone()))?,
@@ -470,7 +470,7 @@ impl Router {
         let routed = self.run(request, true).await?;
         let value = match routed.value {
             Answer::Stream(stream) => stream,
-            Answer::Chat(response) => single_item_stream(response),
+            Answer::Chat(response) => single_item_stream(*response),
         };
         Ok(Routed {
             value,
@@ -599,7 +599,11 @@ async fn call_step(
     stream: bool,
 ) -> Result<Answer, LlmError> {
     if !stream {
-        return step.provider.chat(request).await.map(Answer::Chat);
+        return step
+            .provider
+            .chat(request)
+            .await
+            .map(|r| Answer::Chat(Box::new(r)));
     }
     let mut inner = step.provider.chat_stream(request).await?;
     match inner.next().await {
@@ -620,6 +624,7 @@ fn single_item_stream(response: ChatResponse) -> ChatStream {
         timings: response.timings,
         provider: response.provider,
         model: response.model,
+        rate_limit: response.rate_limit,
     };
     let mut items = Vec::with_capacity(2);
     if !response.content.is_empty() {

@@ -1,7 +1,7 @@
 //! Requests, responses, stream items, models and embeddings: the provider-neutral data.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -230,6 +230,10 @@ pub struct ChatResponse {
     /// The model that actually answered, as the provider reported it (may differ from the
     /// requested one, e.g. a dated snapshot or an OpenRouter route).
     pub model: String,
+    /// The server's rate-limit state from the response headers, when it sent any (boxed: it
+    /// is rare next to the other fields, and stream items stay small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Box<RateLimitInfo>>,
 }
 
 /// The terminal item of a successful stream: everything known once generation ended.
@@ -245,6 +249,192 @@ pub struct StreamFinal {
     pub provider: String,
     /// The model that actually answered.
     pub model: String,
+    /// The server's rate-limit state from the response headers (read when the stream started),
+    /// when it sent any (boxed so that every [`StreamItem`] stays small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Box<RateLimitInfo>>,
+}
+
+/// The server's rate-limit state, read from response headers (successful or not).
+///
+/// OpenAI-style names (`x-ratelimit-remaining-requests`, `x-ratelimit-remaining-tokens`,
+/// `x-ratelimit-reset-requests`, `x-ratelimit-reset-tokens`, resets like `"1s"`, `"6m0s"`,
+/// `"20ms"`, `"1m30.5s"` or plain seconds) and Anthropic's (`anthropic-ratelimit-requests-remaining`,
+/// `anthropic-ratelimit-tokens-remaining`, resets `anthropic-ratelimit-requests-reset` /
+/// `anthropic-ratelimit-tokens-reset` as RFC 3339 timestamps, turned into the time from now).
+/// Unparsable values are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitInfo {
+    /// Requests left in the current window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_requests: Option<u64>,
+    /// When the request window resets, from now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_requests: Option<Duration>,
+    /// Tokens left in the current window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_tokens: Option<u64>,
+    /// When the token window resets, from now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_tokens: Option<Duration>,
+}
+
+impl RateLimitInfo {
+    /// Reads the rate-limit headers; `None` when none of them is present and parsable.
+    #[must_use]
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        Self::from_lookup(
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+            SystemTime::now(),
+        )
+    }
+
+    /// Reads the rate-limit headers through `get` (lowercase names), resets relative to `now`.
+    pub(crate) fn from_lookup<'a>(
+        get: impl Fn(&str) -> Option<&'a str>,
+        now: SystemTime,
+    ) -> Option<Self> {
+        let count = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|name| get(name).and_then(|v| v.trim().parse::<u64>().ok()))
+        };
+        let reset = |openai: &str, anthropic: &str| {
+            get(openai).and_then(parse_reset).or_else(|| {
+                get(anthropic)
+                    .and_then(parse_rfc3339)
+                    .and_then(|at| at.duration_since(now).ok())
+            })
+        };
+        let info = RateLimitInfo {
+            remaining_requests: count([
+                "x-ratelimit-remaining-requests",
+                "anthropic-ratelimit-requests-remaining",
+            ]),
+            reset_requests: reset(
+                "x-ratelimit-reset-requests",
+                "anthropic-ratelimit-requests-reset",
+            ),
+            remaining_tokens: count([
+                "x-ratelimit-remaining-tokens",
+                "anthropic-ratelimit-tokens-remaining",
+            ]),
+            reset_tokens: reset(
+                "x-ratelimit-reset-tokens",
+                "anthropic-ratelimit-tokens-reset",
+            ),
+        };
+        (info != RateLimitInfo::default()).then_some(info)
+    }
+}
+
+/// Parses a rate-limit reset value: Go-style durations (`"1s"`, `"6m0s"`, `"59.5ms"`,
+/// `"1m30.5s"`, `"1h2m"`) or plain (fractional) seconds. Negative or unparsable: `None`.
+pub(crate) fn parse_reset(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let mut total = 0.0_f64;
+    let mut rest = value;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// Parses an RFC 3339 timestamp (`2024-05-01T12:00:30Z`, fractional seconds and `±HH:MM` offsets
+/// allowed). Unparsable or before 1970: `None`.
+pub(crate) fn parse_rfc3339(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    let b = value.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let s = value.get(range)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &value[19..];
+    let mut nanos = 0_u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let len = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        if len == 0 {
+            return None;
+        }
+        let digits = &frac[..len.min(9)];
+        nanos = digits.parse::<u32>().ok()? * 10_u32.pow(9 - digits.len() as u32);
+        rest = &frac[len..];
+    }
+    let offset_secs = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let ob = rest.as_bytes();
+            if ob.len() != 6 || ob[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 /// One item of a [`ChatStream`](crate::ChatStream).
@@ -367,6 +557,142 @@ mod tests {
         assert_eq!(back, req);
         assert_eq!(back.last_user_message(), Some("hi"));
         assert!(serde_json::from_str::<Message>(r#"{"role":"robot","content":""}"#).is_err());
+    }
+
+    fn lookup(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<&'static str> {
+        let pairs = pairs.to_vec();
+        move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn rate_limit_info_reads_openai_headers() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-ratelimit-remaining-requests", "59".parse().unwrap());
+        headers.insert("x-ratelimit-reset-requests", "1s".parse().unwrap());
+        headers.insert("x-ratelimit-remaining-tokens", "149984".parse().unwrap());
+        headers.insert("x-ratelimit-reset-tokens", "6m0s".parse().unwrap());
+        headers.insert("x-request-id", "abc".parse().unwrap());
+        assert_eq!(
+            RateLimitInfo::from_headers(&headers),
+            Some(RateLimitInfo {
+                remaining_requests: Some(59),
+                reset_requests: Some(Duration::from_secs(1)),
+                remaining_tokens: Some(149_984),
+                reset_tokens: Some(Duration::from_secs(360)),
+            })
+        );
+    }
+
+    #[test]
+    fn rate_limit_info_absent_or_garbage_is_none() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(RateLimitInfo::from_headers(&headers), None);
+        headers.insert("content-type", "application/json".parse().unwrap());
+        assert_eq!(RateLimitInfo::from_headers(&headers), None);
+        headers.insert("x-ratelimit-remaining-requests", "lots".parse().unwrap());
+        headers.insert("x-ratelimit-reset-requests", "soon".parse().unwrap());
+        headers.insert(
+            "anthropic-ratelimit-tokens-reset",
+            "tomorrow".parse().unwrap(),
+        );
+        assert_eq!(RateLimitInfo::from_headers(&headers), None);
+        // Garbage in one header does not hide a good one.
+        headers.insert("x-ratelimit-remaining-tokens", " 12 ".parse().unwrap());
+        assert_eq!(
+            RateLimitInfo::from_headers(&headers),
+            Some(RateLimitInfo {
+                remaining_tokens: Some(12),
+                ..RateLimitInfo::default()
+            })
+        );
+    }
+
+    #[test]
+    fn rate_limit_info_reads_anthropic_headers() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_714_564_800); // 2024-05-01T12:00:00Z
+        let info = RateLimitInfo::from_lookup(
+            lookup(&[
+                ("anthropic-ratelimit-requests-remaining", "4"),
+                ("anthropic-ratelimit-requests-reset", "2024-05-01T12:00:30Z"),
+                ("anthropic-ratelimit-tokens-remaining", "7000"),
+                (
+                    "anthropic-ratelimit-tokens-reset",
+                    "2024-05-01T14:01:00.5+02:00",
+                ),
+            ]),
+            now,
+        );
+        assert_eq!(
+            info,
+            Some(RateLimitInfo {
+                remaining_requests: Some(4),
+                reset_requests: Some(Duration::from_secs(30)),
+                remaining_tokens: Some(7000),
+                reset_tokens: Some(Duration::from_millis(60_500)),
+            })
+        );
+        // A reset in the past, or unparsable, is ignored.
+        let info = RateLimitInfo::from_lookup(
+            lookup(&[
+                ("anthropic-ratelimit-requests-remaining", "4"),
+                ("anthropic-ratelimit-requests-reset", "2024-05-01T11:59:00Z"),
+                ("anthropic-ratelimit-tokens-reset", "2024-13-01T00:00:00Z"),
+            ]),
+            now,
+        );
+        assert_eq!(
+            info,
+            Some(RateLimitInfo {
+                remaining_requests: Some(4),
+                ..RateLimitInfo::default()
+            })
+        );
+    }
+
+    #[test]
+    fn reset_values_parse() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("1s", Some(ms(1000))),
+            ("6m0s", Some(ms(360_000))),
+            ("20ms", Some(ms(20))),
+            ("59.5ms", Some(Duration::from_micros(59_500))),
+            ("1m30.5s", Some(ms(90_500))),
+            ("1h2m", Some(ms(3_720_000))),
+            ("2.5", Some(ms(2500))),
+            (" 3 ", Some(ms(3000))),
+            ("", None),
+            ("soon", None),
+            ("-1", None),
+            ("5x", None),
+            ("s", None),
+            ("1..2s", None),
+        ] {
+            assert_eq!(parse_reset(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_parses_and_rejects() {
+        let at = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(at("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert_eq!(at("2024-05-01T12:00:00.25Z"), Some(1_714_564_800.25));
+        assert_eq!(at("2024-05-01T13:00:00+01:00"), Some(1_714_564_800.0));
+        assert_eq!(at("2024-05-01T11:00:00-01:00"), Some(1_714_564_800.0));
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-05-01T12:00:00",
+            "2024-05-01T12:00:00+0100",
+            "2024-05-01T25:00:00Z",
+            "2024-05-01T12:00:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2024/05/01T12:00:00Z",
+            "+024-05-01T12:00:00Z",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

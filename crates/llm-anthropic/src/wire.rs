@@ -298,13 +298,8 @@ impl ModelPage {
 /// Reads an Anthropic error: `{"type":"error","error":{"type","message"}}` (and, leniently, an
 /// `error` object without the outer `type`, or `{"error":"message"}` from a gateway).
 pub(crate) fn error_hint(value: &Value) -> Option<ErrorHint> {
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     match value.as_object()?.get("error")? {
-        Value::Object(error) => Some(ErrorHint {
-            message: text(error.get("message")),
-            code: None,
-            error_type: text(error.get("type")),
-        }),
+        Value::Object(error) => Some(ErrorHint::from_error_object(error)),
         Value::String(message) => Some(ErrorHint::message(message.clone())),
         _ => None,
     }
@@ -312,11 +307,7 @@ pub(crate) fn error_hint(value: &Value) -> Option<ErrorHint> {
 
 /// The hint of an error response body (an empty hint when it is not JSON).
 pub(crate) fn error_hint_from_body(body: &str) -> ErrorHint {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .as_ref()
-        .and_then(error_hint)
-        .unwrap_or_default()
+    ErrorHint::from_json_body(body, error_hint)
 }
 
 #[cfg(test)]

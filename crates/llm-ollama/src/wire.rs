@@ -352,31 +352,16 @@ pub(crate) struct EmbedAnswer {
 
 /// Reads an Ollama error: `{"error":"message"}` (and, leniently, `{"error":{"message",...}}`).
 pub(crate) fn error_hint(value: &Value) -> Option<ErrorHint> {
-    let text = |v: Option<&Value>| -> Option<String> {
-        match v? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    };
     match value.as_object()?.get("error")? {
         Value::String(message) => Some(ErrorHint::message(message.clone())),
-        Value::Object(error) => Some(ErrorHint {
-            message: text(error.get("message")),
-            code: text(error.get("code")),
-            error_type: text(error.get("type")),
-        }),
+        Value::Object(error) => Some(ErrorHint::from_error_object(error)),
         _ => None,
     }
 }
 
 /// The hint of an error response body (an empty hint when it is not Ollama's JSON).
 pub(crate) fn error_hint_from_body(body: &str) -> ErrorHint {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .as_ref()
-        .and_then(error_hint)
-        .unwrap_or_default()
+    ErrorHint::from_json_body(body, error_hint)
 }
 
 #[cfg(test)]

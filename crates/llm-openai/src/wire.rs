@@ -186,37 +186,20 @@ pub(crate) struct EmbeddingItem {
 /// `{"error":{"message","type","code"}}` (OpenAI, OpenRouter with a numeric code, llama.cpp),
 /// `{"error":"message"}`, and vLLM's top-level `{"object":"error","message","type","code"}`.
 pub(crate) fn error_hint(value: &Value) -> Option<ErrorHint> {
-    let text = |v: Option<&Value>| -> Option<String> {
-        match v? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    };
     let object = value.as_object()?;
     match object.get("error") {
-        Some(Value::Object(error)) => Some(ErrorHint {
-            message: text(error.get("message")),
-            code: text(error.get("code")),
-            error_type: text(error.get("type")),
-        }),
+        Some(Value::Object(error)) => Some(ErrorHint::from_error_object(error)),
         Some(Value::String(message)) => Some(ErrorHint::message(message.clone())),
-        _ if object.get("object").and_then(Value::as_str) == Some("error") => Some(ErrorHint {
-            message: text(object.get("message")),
-            code: text(object.get("code")),
-            error_type: text(object.get("type")),
-        }),
+        _ if object.get("object").and_then(Value::as_str) == Some("error") => {
+            Some(ErrorHint::from_error_object(object))
+        }
         _ => None,
     }
 }
 
 /// The hint of an error response body (an empty hint when it is not JSON).
 pub(crate) fn error_hint_from_body(body: &str) -> ErrorHint {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .as_ref()
-        .and_then(error_hint)
-        .unwrap_or_default()
+    ErrorHint::from_json_body(body, error_hint)
 }
 
 /// OpenRouter's `GET /auth/key` answer.

@@ -470,6 +470,33 @@ impl ErrorHint {
         }
     }
 
+    /// The hint of an error object `{"message", "code", "type"}` as most dialects nest it under
+    /// `"error"`; numbers (OpenRouter's numeric codes) are kept as text, other values ignored.
+    #[must_use]
+    pub fn from_error_object(error: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let text = |key: &str| match error.get(key)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        ErrorHint {
+            message: text("message"),
+            code: text("code"),
+            error_type: text("type"),
+        }
+    }
+
+    /// Reads an error response body with a dialect's `read` function; an empty hint when the
+    /// body is not JSON or `read` finds no error in it (the status alone still classifies).
+    #[must_use]
+    pub fn from_json_body(body: &str, read: impl Fn(&serde_json::Value) -> Option<Self>) -> Self {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .as_ref()
+            .and_then(read)
+            .unwrap_or_default()
+    }
+
     fn mentions(&self, body: &str, needles: &[&str]) -> bool {
         let fields = [
             self.code.as_deref(),
@@ -692,6 +719,30 @@ mod tests {
     use http::{HeaderName, HeaderValue};
 
     use super::*;
+
+    #[test]
+    fn error_hints_read_objects_and_bodies() {
+        let object = serde_json::json!({"message": "m", "code": 402, "type": "t", "param": null});
+        let hint = ErrorHint::from_error_object(object.as_object().unwrap());
+        assert_eq!(
+            hint,
+            ErrorHint {
+                message: Some("m".into()),
+                code: Some("402".into()),
+                error_type: Some("t".into()),
+            }
+        );
+        let read = |v: &serde_json::Value| v.get("error")?.as_str().map(ErrorHint::message);
+        assert_eq!(
+            ErrorHint::from_json_body(r#"{"error":"boom"}"#, read),
+            ErrorHint::message("boom")
+        );
+        assert_eq!(
+            ErrorHint::from_json_body("<html>", read),
+            ErrorHint::default()
+        );
+        assert_eq!(ErrorHint::from_json_body("{}", read), ErrorHint::default());
+    }
 
     #[test]
     fn api_error_rate_limit_reads_the_kept_headers() {

@@ -31,8 +31,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -355,6 +356,9 @@ pub struct HttpEndpoint {
     base: String,
     upstream: String,
     error_hint: fn(&str) -> ErrorHint,
+    /// Endpoint URLs parsed once (a provider calls a handful of paths): parsing a URL per
+    /// request (IDNA included) is a measurable share of a gateway's CPU.
+    parsed: Arc<RwLock<HashMap<String, reqwest::Url>>>,
 }
 
 impl HttpEndpoint {
@@ -375,7 +379,28 @@ impl HttpEndpoint {
             base,
             upstream: upstream.into(),
             error_hint,
+            parsed: Arc::default(),
         }
+    }
+
+    /// The parsed URL of `path` below the base URL, from the cache when seen before; `None`
+    /// when it does not parse (the request then fails in reqwest with its own error).
+    fn parsed_url(&self, path: &str) -> Option<reqwest::Url> {
+        if let Some(url) = self
+            .parsed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+        {
+            return Some(url.clone());
+        }
+        let url = reqwest::Url::parse(&self.url(path)).ok()?;
+        let mut cache = self.parsed.write().unwrap_or_else(PoisonError::into_inner);
+        // Paths come from provider code, not from requests; the bound is a safety net.
+        if cache.len() < 64 {
+            cache.insert(path.to_owned(), url.clone());
+        }
+        Some(url)
     }
 
     /// The HTTP client.
@@ -393,12 +418,18 @@ impl HttpEndpoint {
 
     /// A `GET` of `path` below the base URL.
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.get(self.url(path))
+        match self.parsed_url(path) {
+            Some(url) => self.client.get(url),
+            None => self.client.get(self.url(path)),
+        }
     }
 
     /// A `POST` to `path` below the base URL.
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.post(self.url(path))
+        match self.parsed_url(path) {
+            Some(url) => self.client.post(url),
+            None => self.client.post(self.url(path)),
+        }
     }
 
     /// Maps a reqwest failure of this endpoint (see [`map_reqwest`]).

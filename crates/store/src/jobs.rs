@@ -415,17 +415,46 @@ macro_rules! job_cols {
     };
 }
 
-/// The claim `UPDATE`, up to where the dialects differ (the subquery's row lock).
+/// The claim `UPDATE`, up to where the dialects differ (the subquery's row lock). `started_at`
+/// is never before `created_at`: a claim racing an insert may have read the clock first.
 macro_rules! claim_head {
     () => {
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, \
-         attempts = attempts + 1, started_at = $3, updated_at = $3 \
-         WHERE state = 'pending' AND id = (SELECT id FROM jobs WHERE state = 'pending' \
+         attempts = attempts + 1, started_at = CASE WHEN created_at > $3 THEN created_at ELSE $3 END, \
+         updated_at = $3 WHERE state = 'pending' AND id = (SELECT id FROM jobs WHERE state = 'pending' \
          AND ($4 IS NULL OR kind = $4) ORDER BY priority DESC, created_at, id LIMIT 1"
     };
 }
 
 const MAX_PAGE: u32 = 1000;
+
+/// Inserts one model result (binds: job, model, provider, content, error, class, usage,
+/// latency, fallback, time).
+const RESULT_INSERT: &str = "INSERT INTO job_results (job_id, model, provider, content, error, \
+    error_class, usage, latency_ms, fallback, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Appends a progress event (binds: job, percent, message, models, time). SQLite serializes
+/// writers, so the next seq is simply MAX + 1; PostgreSQL bumps a counter on the job row, whose
+/// lock orders concurrent appenders to one job (and their commits), so seqs are gap-free and
+/// become visible in order.
+const PROGRESS_INSERT_SQLITE: &str = "INSERT INTO job_progress \
+    (job_id, seq, percent, message, models, created_at) \
+    SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM job_progress \
+    WHERE job_id = $1 RETURNING seq";
+const PROGRESS_INSERT_POSTGRES: &str = "WITH s AS (UPDATE jobs SET progress_seq = progress_seq + 1 \
+    WHERE id = $1 RETURNING progress_seq) \
+    INSERT INTO job_progress (job_id, seq, percent, message, models, created_at) \
+    SELECT $1, s.progress_seq, $2, $3, $4, $5 FROM s RETURNING seq";
+
+/// One write of a [`Store::record_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobWrite {
+    /// A model's result.
+    Result(NewModelResult),
+    /// A progress event.
+    Progress(NewProgress),
+}
 
 fn job_from_row<R: RowExt>(row: &R) -> Result<Job, StoreError> {
     let state_text = row.string("state")?;
@@ -928,6 +957,33 @@ impl Store {
         })
     }
 
+    /// Puts every job that `runner` holds back to pending (lease cleared, attempts kept),
+    /// whether or not its lease has expired, and returns them. A runner calls this for itself:
+    /// at start-up with a stable runner id, to take back what a crashed predecessor of the same
+    /// id left running, and at shutdown, for the jobs it will not finish.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidArgument`] for an empty runner id; a database error.
+    pub async fn release_runner_jobs(&self, runner: &str) -> Result<Vec<Job>, StoreError> {
+        check_id("runner", runner)?;
+        let now = self.now();
+        let sql = concat!(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = $2 WHERE state = 'running' AND lease_owner = $1 RETURNING ",
+            job_cols!()
+        );
+        with_pool!(&self.pool, p, d => {
+            let rows = sqlx::query(sql)
+                .bind(runner)
+                .bind(now.as_millis())
+                .fetch_all(p)
+                .await
+                .map_err(StoreError::db("release jobs"))?;
+            rows.iter().map(job_from_row).collect()
+        })
+    }
+
     /// Appends a progress event to a job; its `seq` is the previous one + 1.
     ///
     /// # Errors
@@ -949,18 +1005,8 @@ impl Store {
         }
         let now = self.now();
         let models = progress.models.as_ref().map(json_text);
-        // SQLite serializes writers, so the next seq is simply MAX + 1. PostgreSQL bumps a
-        // counter on the job row: the row lock orders concurrent appenders to one job (and
-        // their commits), so seqs are gap-free and become visible in order.
-        let sqlite = "INSERT INTO job_progress (job_id, seq, percent, message, models, created_at) \
-                      SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM job_progress \
-                      WHERE job_id = $1 RETURNING seq";
-        let postgres = "WITH s AS (UPDATE jobs SET progress_seq = progress_seq + 1 WHERE id = $1 \
-                        RETURNING progress_seq) \
-                        INSERT INTO job_progress (job_id, seq, percent, message, models, created_at) \
-                        SELECT $1, s.progress_seq, $2, $3, $4, $5 FROM s RETURNING seq";
         let result = with_pool!(&self.pool, p, d => {
-            sqlx::query(d.pick(sqlite, postgres))
+            sqlx::query(d.pick(PROGRESS_INSERT_SQLITE, PROGRESS_INSERT_POSTGRES))
                 .bind(job_id)
                 .bind(progress.percent)
                 .bind(&progress.message)
@@ -1015,6 +1061,107 @@ impl Store {
                 .map_err(StoreError::db("list progress"))?;
             rows.iter().map(progress_from_row).collect()
         })
+    }
+
+    /// Records results and progress events of one job in one transaction, in the order given,
+    /// and returns the stored progress events. A runner that has several writes queued (answers
+    /// arriving together) pays for one commit instead of one per write.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::record_result`] and [`Store::append_progress`]; on any error nothing of the
+    /// batch is stored.
+    pub async fn record_batch(
+        &self,
+        job_id: &str,
+        writes: &[JobWrite],
+    ) -> Result<Vec<ProgressEvent>, StoreError> {
+        for w in writes {
+            match w {
+                JobWrite::Result(r) => {
+                    if r.model.is_empty() {
+                        return Err(StoreError::invalid("model", "must not be empty"));
+                    }
+                    if r.provider.is_empty() {
+                        return Err(StoreError::invalid("provider", "must not be empty"));
+                    }
+                }
+                JobWrite::Progress(p) => {
+                    if let Some(pct) = p.percent
+                        && !(0.0..=100.0).contains(&pct)
+                    {
+                        return Err(StoreError::invalid(
+                            "percent",
+                            format!("{pct} is outside 0..=100"),
+                        ));
+                    }
+                }
+            }
+        }
+        let now = self.now();
+        let mut events = Vec::new();
+        let out: Result<(), StoreError> = with_pool!(&self.pool, p, d => {
+            async {
+                let mut tx = p.begin().await.map_err(StoreError::db("begin a batch"))?;
+                for w in writes {
+                    match w {
+                        JobWrite::Result(r) => {
+                            let latency =
+                                r.latency.map(|l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
+                            sqlx::query(RESULT_INSERT)
+                                .bind(job_id)
+                                .bind(&r.model)
+                                .bind(&r.provider)
+                                .bind(&r.content)
+                                .bind(r.error.as_ref().map(|e| e.message.clone()))
+                                .bind(r.error.as_ref().map(|e| e.class.clone()))
+                                .bind(r.usage.as_ref().map(json_text))
+                                .bind(latency)
+                                .bind(r.fallback.as_ref().map(json_text))
+                                .bind(now.as_millis())
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(StoreError::db("record result"))?;
+                        }
+                        JobWrite::Progress(pr) => {
+                            let row = sqlx::query(d.pick(PROGRESS_INSERT_SQLITE, PROGRESS_INSERT_POSTGRES))
+                                .bind(job_id)
+                                .bind(pr.percent)
+                                .bind(&pr.message)
+                                .bind(pr.models.as_ref().map(json_text))
+                                .bind(now.as_millis())
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(StoreError::db("append progress"))?;
+                            let Some(row) = row else {
+                                return Err(StoreError::NotFound {
+                                    entity: "job",
+                                    id: job_id.to_owned(),
+                                });
+                            };
+                            events.push(ProgressEvent {
+                                job_id: job_id.to_owned(),
+                                seq: row.i64("seq")?,
+                                percent: pr.percent,
+                                message: pr.message.clone(),
+                                models: pr.models.clone(),
+                                created_at: now,
+                            });
+                        }
+                    }
+                }
+                tx.commit().await.map_err(StoreError::db("commit a batch"))
+            }
+            .await
+        });
+        match out {
+            Ok(()) => Ok(events),
+            Err(e) if e.is_foreign_key_violation() => Err(StoreError::NotFound {
+                entity: "job",
+                id: job_id.to_owned(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records one model's result of a fan-out job as it arrives.

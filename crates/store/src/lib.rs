@@ -74,7 +74,7 @@ pub use db::Backend;
 pub use decisions::{Decision, NewDecision, ScaleAction};
 pub use error::StoreError;
 pub use jobs::{
-    Job, JobCursor, JobError, JobFilter, JobPage, JobState, Lease, ModelResult, NewJob,
+    Job, JobCursor, JobError, JobFilter, JobPage, JobState, JobWrite, Lease, ModelResult, NewJob,
     NewModelResult, NewProgress, ProgressEvent, Transition, Writer,
 };
 pub use keys::{ApiKey, CreatedApiKey, KeyCheck, NewApiKey};

@@ -53,6 +53,7 @@ dual!(
     late_update_loses_to_terminal_state,
     lost_lease_cannot_finish,
     recovery_after_crash,
+    release_runner_jobs_requeues_only_that_runners_jobs,
     list_and_count_jobs,
     bad_job_arguments,
     progress_events,
@@ -337,6 +338,58 @@ mod cases {
         assert!(matches!(
             s.complete_job(&j2.id, Writer::Runner("w2"), &json!("late")).await.unwrap(),
             Transition::AlreadyFinished(j) if j.result.is_none() && j.state == JobState::Cancelled
+        ));
+    }
+
+    pub(super) async fn release_runner_jobs_requeues_only_that_runners_jobs(t: &TestStore) {
+        let s = &t.store;
+        let a1 = s.create_job(NewJob::new("k", json!(1))).await.unwrap();
+        let b1 = s.create_job(NewJob::new("k", json!(2))).await.unwrap();
+        let a2 = s.create_job(NewJob::new("k", json!(3))).await.unwrap();
+        let pending = s.create_job(NewJob::new("k", json!(4))).await.unwrap();
+        assert_eq!(
+            s.claim_job("a", LEASE, None).await.unwrap().unwrap().id,
+            a1.id
+        );
+        assert_eq!(
+            s.claim_job("b", LEASE, None).await.unwrap().unwrap().id,
+            b1.id
+        );
+        assert_eq!(
+            s.claim_job("a", LEASE, None).await.unwrap().unwrap().id,
+            a2.id
+        );
+        // A finished job of the runner is not touched.
+        s.complete_job(&a2.id, Writer::Runner("a"), &json!("done"))
+            .await
+            .unwrap()
+            .applied()
+            .unwrap();
+
+        // The lease is still valid: released anyway, because the runner asks for itself.
+        let released = s.release_runner_jobs("a").await.unwrap();
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].id, a1.id);
+        assert_eq!(released[0].state, JobState::Pending);
+        assert!(released[0].lease.is_none());
+        assert_eq!(released[0].attempts, 1);
+
+        assert_eq!(
+            s.get_job(&b1.id).await.unwrap().unwrap().state,
+            JobState::Running
+        );
+        assert_eq!(
+            s.get_job(&a2.id).await.unwrap().unwrap().state,
+            JobState::Completed
+        );
+        assert_eq!(
+            s.get_job(&pending.id).await.unwrap().unwrap().state,
+            JobState::Pending
+        );
+        assert!(s.release_runner_jobs("a").await.unwrap().is_empty());
+        assert!(matches!(
+            s.release_runner_jobs("").await,
+            Err(StoreError::InvalidArgument { .. })
         ));
     }
 

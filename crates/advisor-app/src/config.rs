@@ -408,6 +408,12 @@ impl AdvisorConfig {
                 "must be at least 1".into(),
             );
         }
+        if a.default_models.is_empty() {
+            bad(
+                "advisor.default_models".into(),
+                "must name at least one model (requests without `models` ask them)".into(),
+            );
+        }
         if a.default_models.len() > a.max_models {
             bad(
                 "advisor.default_models".into(),
@@ -546,6 +552,15 @@ advisor: {default_models: [m, q]}
         ] {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_default_model_set_is_refused() {
+        let mut c = AdvisorConfig::default();
+        c.advisor.default_models.clear();
+        let problems = c.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "advisor.default_models");
     }
 
     #[test]

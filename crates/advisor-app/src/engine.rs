@@ -154,6 +154,18 @@ struct Inner {
     stopped: Notify,
 }
 
+impl Inner {
+    /// One job left the queue. The count is corrected from the store whenever the queue looks
+    /// empty, and such a correction can race a submission: it never goes below zero.
+    fn leave_queue(&self) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some((n - 1).max(0))
+            });
+    }
+}
+
 impl Engine {
     /// An engine over `store` and `gateway`. Call [`Engine::recover`] and then
     /// [`Engine::start`].
@@ -471,7 +483,7 @@ impl Engine {
         let job = match self.inner.store.create_job(new).await {
             Ok(job) => job,
             Err(e) => {
-                self.inner.pending.fetch_sub(1, Ordering::AcqRel);
+                self.inner.leave_queue();
                 return Err(ApiError::store("create the job", &e));
             }
         };
@@ -494,7 +506,7 @@ impl Engine {
             .get_job(id)
             .await
             .map_err(|e| ApiError::store("read the job", &e))?
-            .map(|j| j.state);
+            .map(|j| (j.state, j.attempts));
         let reason = JobError::new("cancelled", "cancelled by request");
         let outcome = self
             .inner
@@ -504,9 +516,10 @@ impl Engine {
             .map_err(|e| ApiError::store("cancel the job", &e))?;
         match outcome {
             Transition::Applied(job) => {
-                if before == Some(JobState::Pending) {
-                    // It leaves the queue.
-                    self.inner.pending.fetch_sub(1, Ordering::AcqRel);
+                // It leaves the queue unless a runner claimed it in between (a claim counts
+                // an attempt).
+                if before == Some((JobState::Pending, job.attempts)) {
+                    self.inner.leave_queue();
                     self.inner.metrics.queue_depth().set(self.pending().max(0));
                 }
                 let stop = self
@@ -645,11 +658,18 @@ async fn dispatch(inner: Arc<Inner>) {
         }
         match inner.store.claim_job(&runner, lease, Some(JOB_KIND)).await {
             Ok(Some(job)) => {
-                inner.pending.fetch_sub(1, Ordering::AcqRel);
+                inner.leave_queue();
                 inner
                     .metrics
                     .queue_depth()
                     .set(inner.pending.load(Ordering::Relaxed).max(0));
+                // Under the task lock: shutdown takes the task set after turning `accepting`
+                // off, so a job is either spawned into the set it joins or left to it to
+                // release.
+                let mut tasks = inner.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+                if !inner.accepting.load(Ordering::Relaxed) {
+                    return;
+                }
                 let (stop_tx, stop_rx) = oneshot::channel();
                 inner
                     .running
@@ -657,17 +677,25 @@ async fn dispatch(inner: Arc<Inner>) {
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(job.id.clone(), stop_tx);
                 let task_inner = Arc::clone(&inner);
-                inner
-                    .tasks
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .spawn(async move { run_job(task_inner, job, stop_rx, permit).await });
+                tasks.spawn(async move { run_job(task_inner, job, stop_rx, permit).await });
                 // Reap finished tasks so the set does not grow.
-                let mut tasks = inner.tasks.lock().unwrap_or_else(PoisonError::into_inner);
                 while tasks.try_join_next().is_some() {}
             }
             Ok(None) => {
                 drop(permit);
+                // The queue looks empty here: correct the count from the store (other
+                // instances may have claimed or added jobs).
+                if let Ok(counts) = inner.store.count_jobs_by_state(None).await {
+                    let pending = counts.get(&JobState::Pending).copied().unwrap_or(0);
+                    inner.pending.store(
+                        i64::try_from(pending).unwrap_or(i64::MAX),
+                        Ordering::Relaxed,
+                    );
+                    inner
+                        .metrics
+                        .queue_depth()
+                        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+                }
                 tokio::select! {
                     () = inner.wake.notified() => {}
                     () = tokio::time::sleep(inner.config.poll_interval.as_std()) => {}
@@ -700,12 +728,18 @@ async fn run_job(
     mut stop: oneshot::Receiver<Stop>,
     permit: OwnedSemaphorePermit,
 ) {
-    let _permit = permit;
     let started = Instant::now();
-    inner.metrics.jobs_running().inc();
     let id = job.id.clone();
+    // Leaves the pool (slot, running map, gauge) on every path out of this function.
+    let _slot = RunSlot::enter(Arc::clone(&inner), id.clone(), permit);
     inner.hub.start(&id);
     let runner = inner.config.node_id.clone();
+    let job_runner = JobRunner {
+        inner: &inner,
+        id: &id,
+        node: &runner,
+        started,
+    };
     let payload: AdvisePayload = match serde_json::from_value(job.payload.clone()) {
         Ok(p) => p,
         Err(e) => {
@@ -713,17 +747,7 @@ async fn run_job(
                 "invalid_payload",
                 format!("the stored job cannot be read: {e}"),
             );
-            finish(
-                &inner,
-                &id,
-                Writer::Runner(&runner),
-                JobState::Failed,
-                Some(error),
-                None,
-                0,
-                started,
-            )
-            .await;
+            job_runner.finish(End::Failed(error), 0).await;
             return;
         }
     };
@@ -758,17 +782,7 @@ async fn run_job(
         .max(1);
     if left == 0 {
         let error = JobError::new("timeout", "the job's deadline passed before it could run");
-        finish(
-            &inner,
-            &id,
-            Writer::Runner(&runner),
-            JobState::TimedOut,
-            Some(error),
-            None,
-            index,
-            started,
-        )
-        .await;
+        job_runner.finish(End::TimedOut(error), index).await;
         return;
     }
     let deadline = Instant::now() + Duration::from_millis(left);
@@ -832,7 +846,9 @@ async fn run_job(
     }
 
     let renew_every = (inner.config.lease.as_std() / 3).max(Duration::from_millis(100));
-    let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+    // The first renewal is at once: it finds a job cancelled between its claim and now (the
+    // cancel could not reach this runner yet), while the calls are starting.
+    let mut renew = tokio::time::interval(renew_every);
     let ending = loop {
         tokio::select! {
             joined = calls.join_next() => {
@@ -917,42 +933,17 @@ async fn run_job(
     while calls.join_next().await.is_some() {}
     drop(write_tx);
     let _ = persister.await;
-    inner
-        .running
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&id);
     match ending {
         Ending::AllAnswered => {
             if answered > 0 {
                 let result = json!({"models": total, "answered": answered, "failed": failed});
-                finish(
-                    &inner,
-                    &id,
-                    Writer::Runner(&runner),
-                    JobState::Completed,
-                    None,
-                    Some(result),
-                    index,
-                    started,
-                )
-                .await;
+                job_runner.finish(End::Completed(result), index).await;
             } else {
                 let error = JobError::new(
                     "all_models_failed",
                     format!("none of the {total} models answered"),
                 );
-                finish(
-                    &inner,
-                    &id,
-                    Writer::Runner(&runner),
-                    JobState::Failed,
-                    Some(error),
-                    None,
-                    index,
-                    started,
-                )
-                .await;
+                job_runner.finish(End::Failed(error), index).await;
             }
         }
         Ending::TimedOut => {
@@ -962,17 +953,7 @@ async fn run_job(
                     "the job did not finish within its deadline ({answered} of {total} models answered)"
                 ),
             );
-            finish(
-                &inner,
-                &id,
-                Writer::Runner(&runner),
-                JobState::TimedOut,
-                Some(error),
-                None,
-                index,
-                started,
-            )
-            .await;
+            job_runner.finish(End::TimedOut(error), index).await;
         }
         Ending::Stopped(Stop::Cancel) | Ending::LeaseLost => {
             // The store already holds the final state (or another runner owns the job).
@@ -991,50 +972,96 @@ async fn run_job(
             tracing::info!(job = %id, "job stopped by shutdown; it resumes at the next start");
         }
     }
-    inner.metrics.jobs_running().dec();
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one private helper with the job's final facts"
-)]
-async fn finish(
-    inner: &Inner,
-    id: &str,
-    by: Writer<'_>,
-    state: JobState,
-    error: Option<JobError>,
-    result: Option<Value>,
-    results: u32,
+/// A running job's place in the pool: entered when the job starts, left on drop.
+struct RunSlot {
+    inner: Arc<Inner>,
+    id: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl RunSlot {
+    fn enter(inner: Arc<Inner>, id: String, permit: OwnedSemaphorePermit) -> RunSlot {
+        inner.metrics.jobs_running().inc();
+        RunSlot {
+            inner,
+            id,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        self.inner.metrics.jobs_running().dec();
+    }
+}
+
+/// How a job ends when its runner ends it.
+enum End {
+    /// With the summary.
+    Completed(Value),
+    /// With the reason.
+    Failed(JobError),
+    /// Past its deadline.
+    TimedOut(JobError),
+}
+
+/// The runner of one job: what every ending needs.
+struct JobRunner<'a> {
+    inner: &'a Inner,
+    id: &'a str,
+    node: &'a str,
     started: Instant,
-) {
-    let s = &inner.store;
-    let outcome = match state {
-        JobState::Completed => {
-            s.complete_job(id, by, result.as_ref().unwrap_or(&Value::Null))
-                .await
-        }
-        JobState::TimedOut => s.time_out_job(id, by, error.as_ref()).await,
-        _ => {
-            let e = error
-                .clone()
-                .unwrap_or_else(|| JobError::new("failed", "failed"));
-            s.fail_job(id, by, &e).await
-        }
-    };
-    match outcome {
-        Ok(t) => {
-            if let Some(job) = t.job() {
-                inner.metrics.observe_job(job.state, started.elapsed());
-                inner.hub.finish(id, terminal_view(job, results), Some(job));
+}
+
+impl JobRunner<'_> {
+    /// Records the end in the store (guarded by this runner's lease) and ends the job's
+    /// stream; `results` is how many results were recorded.
+    async fn finish(&self, end: End, results: u32) {
+        let (s, id, by) = (&self.inner.store, self.id, Writer::Runner(self.node));
+        let mut attempt = 0;
+        let outcome = loop {
+            let outcome = match &end {
+                End::Completed(summary) => s.complete_job(id, by, summary).await,
+                End::TimedOut(error) => s.time_out_job(id, by, Some(error)).await,
+                End::Failed(error) => s.fail_job(id, by, error).await,
+            };
+            attempt += 1;
+            match outcome {
+                Err(e) if e.is_retryable() && attempt < 5 => {
+                    tracing::warn!(job = %id, error = %e, "could not record the job's end; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                other => break other,
             }
-            if !t.is_applied() {
-                tracing::info!(job = %id, outcome = ?t.job().map(|j| j.state), "job already finished elsewhere");
+        };
+        match outcome {
+            Ok(t) => {
+                if let Some(job) = t.job() {
+                    self.inner
+                        .metrics
+                        .observe_job(job.state, self.started.elapsed());
+                    self.inner
+                        .hub
+                        .finish(id, terminal_view(job, results), Some(job));
+                }
+                if !t.is_applied() {
+                    tracing::info!(job = %id, outcome = ?t.job().map(|j| j.state), "job already finished elsewhere");
+                }
             }
-        }
-        Err(e) => {
-            // The lease lapses and recovery runs the job again.
-            tracing::error!(job = %id, error = %e, "could not record the job's end");
+            Err(e) => {
+                // The job stays running until its lease lapses and a start-up recovery runs it
+                // again; its subscribers see their stream interrupted.
+                tracing::error!(job = %id, error = %e, "could not record the job's end");
+                self.inner.hub.release(id);
+            }
         }
     }
 }
@@ -1052,14 +1079,25 @@ async fn persist(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        match store.record_batch(&id, &batch).await {
-            Ok(events) => {
-                for event in &events {
-                    hub.publish(&id, JobEvent::Progress(ProgressView::from(event)));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match store.record_batch(&id, &batch).await {
+                Ok(events) => {
+                    for event in &events {
+                        hub.publish(&id, JobEvent::Progress(ProgressView::from(event)));
+                    }
+                    break;
                 }
-            }
-            Err(e) => {
-                tracing::error!(job = %id, writes = batch.len(), error = %e, "could not record results or progress");
+                // A busy or briefly unreachable database: the same batch again, in order.
+                Err(e) if e.is_retryable() && attempt < 8 => {
+                    tracing::warn!(job = %id, error = %e, "could not record results or progress; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+                }
+                Err(e) => {
+                    tracing::error!(job = %id, writes = batch.len(), error = %e, "could not record results or progress");
+                    break;
+                }
             }
         }
     }

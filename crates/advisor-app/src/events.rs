@@ -268,6 +268,15 @@ impl EventHub {
         }
     }
 
+    /// The results broadcast so far for `job` while it runs here (empty otherwise).
+    #[must_use]
+    pub fn results(&self, job: &str) -> Vec<ResultView> {
+        self.lock()
+            .get(job)
+            .map(|c| c.results.clone())
+            .unwrap_or_default()
+    }
+
     /// Sends `event` to `job`'s subscribers, if any; a result is also kept for later
     /// subscribers.
     pub fn publish(&self, job: &str, event: JobEvent) {

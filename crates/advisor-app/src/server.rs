@@ -131,11 +131,6 @@ pub async fn start(
     tracing::info!("listening on http://{addr}");
     tracing::info!("effective settings: {}", config.summary());
 
-    let recovered = engine.recover().await?;
-    engine.start();
-    state.set_started();
-    tracing::info!(resumed_jobs = recovered, "advisor started");
-
     let cleanup = (config.store.config.retention != quorum_store::RetentionPolicy::keep_all())
         .then(|| {
             store.spawn_cleanup(
@@ -152,6 +147,7 @@ pub async fn start(
         // Streamed answers stall on Nagle + delayed ACK without this.
         let _ = tcp.set_nodelay(true);
     });
+    // Serve at once: probes answer (and the API says 503 `starting`) during recovery.
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -159,6 +155,19 @@ pub async fn start(
             })
             .await
     });
+    let server_abort = server.abort_handle();
+    let recovered = match engine.recover().await {
+        Ok(n) => n,
+        Err(e) => {
+            server_abort.abort();
+            store.close().await;
+            return Err(e.into());
+        }
+    };
+    engine.start();
+    state.set_started();
+    tracing::info!(resumed_jobs = recovered, "advisor started");
+
     let done = tokio::spawn(async move {
         tokio::select! {
             _ = stop_rx => {}
@@ -174,6 +183,7 @@ pub async fn start(
             Ok(Err(e)) => Err(AdvisorError::Serve(std::io::Error::other(e))),
             Err(_) => {
                 tracing::warn!("connections still open after 5s; closing them");
+                server_abort.abort();
                 Ok(())
             }
         };

@@ -328,3 +328,32 @@ async fn the_server_serves_models_and_shuts_down_cleanly() {
     assert_eq!(ids, ["fast", "sleepy", "slow"]);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_job_that_waited_past_its_deadline_times_out_and_leaves_the_pool() {
+    let mock = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, &dir);
+    c.engine.max_concurrent_jobs = 1;
+    c.engine.job_timeout = quorum_config::Duration::from_millis(200);
+    let e = engine(&c).await;
+    // Queued while no pool runs, then started after its deadline.
+    let late = e.submit(&ask("late", &["fast"]), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.start();
+    let late = wait_state(&e, &late.id, JobState::TimedOut).await;
+    let error = late.error.unwrap();
+    assert!(error.message.contains("before it could run"), "{error:?}");
+    assert_eq!(mock.stats().requests, 0, "no model was asked");
+    // The job left the pool: its slot serves the next job.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e.pool_stats().running != 0 {
+        assert!(Instant::now() < deadline, "{:?}", e.pool_stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let next = e.submit(&ask("next", &["fast"]), None).await.unwrap();
+    wait_state(&e, &next.id, JobState::Completed).await;
+    assert_eq!(e.pool_stats().running, 0);
+    assert_eq!(e.pool_stats().pending, 0);
+    e.shutdown(Duration::from_secs(5)).await;
+}

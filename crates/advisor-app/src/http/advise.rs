@@ -136,6 +136,8 @@ pub(crate) async fn advise(
             && j.state.is_terminal()
         {
             job_now = j;
+            drop(sub);
+            engine.hub().forget_if_idle(&job.id);
         } else {
             let deadline = started + wait;
             let mut shutdown = state.inner.shutdown.clone();
@@ -490,8 +492,10 @@ impl Sse {
                         }
                     },
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow: catch up from the store (tokens in between are lost).
-                        let _ = self.replay(&[]).await;
+                        // Too slow: catch up from the store and the results not stored yet
+                        // (tokens in between are lost).
+                        let live = self.hub.results(&self.job_id);
+                        let _ = self.replay(&live).await;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         self.events = None;

@@ -153,9 +153,29 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
     let m = &state.inner.metrics;
-    m.http_active().inc();
+    // The API waits for start-up recovery; probes, status and metrics answer at once.
+    if !state.inner.ready.load(Ordering::Acquire)
+        && route.starts_with("/v1/")
+        && route != "/v1/admin/status"
+    {
+        let response = ApiError::unavailable(
+            "starting",
+            "the advisor is starting (recovering jobs); retry shortly",
+            1,
+        )
+        .into_response();
+        m.observe_http(
+            &route,
+            &method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        return response;
+    }
+    // Dropped with the request too (a client that leaves mid-request).
+    let active = ActiveRequest::enter(m);
     let response = next.run(request).await;
-    m.http_active().dec();
+    drop(active);
     let elapsed = started.elapsed();
     m.observe_http(&route, &method, response.status().as_u16(), elapsed);
     if let Some(UpstreamTime(upstream)) = response.extensions().get::<UpstreamTime>() {
@@ -167,6 +187,22 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         m.observe_overhead(route, elapsed.saturating_sub(*upstream));
     }
     response
+}
+
+/// One request in the active-requests gauge, until dropped.
+struct ActiveRequest<'a>(&'a AdvisorMetrics);
+
+impl<'a> ActiveRequest<'a> {
+    fn enter(metrics: &'a AdvisorMetrics) -> Self {
+        metrics.http_active().inc();
+        ActiveRequest(metrics)
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.http_active().dec();
+    }
 }
 
 /// Reads a JSON body of at most `server.body_limit` bytes into `T`; errors name the field.

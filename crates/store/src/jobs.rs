@@ -557,6 +557,28 @@ pub(crate) fn check_id(name: &'static str, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn check_result(result: &NewModelResult) -> Result<(), StoreError> {
+    if result.model.is_empty() {
+        return Err(StoreError::invalid("model", "must not be empty"));
+    }
+    if result.provider.is_empty() {
+        return Err(StoreError::invalid("provider", "must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_progress(progress: &NewProgress) -> Result<(), StoreError> {
+    if let Some(pct) = progress.percent
+        && !(0.0..=100.0).contains(&pct)
+    {
+        return Err(StoreError::invalid(
+            "percent",
+            format!("{pct} is outside 0..=100"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_limit(limit: u32) -> Result<i64, StoreError> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(StoreError::invalid(
@@ -995,14 +1017,7 @@ impl Store {
         job_id: &str,
         progress: &NewProgress,
     ) -> Result<ProgressEvent, StoreError> {
-        if let Some(pct) = progress.percent
-            && !(0.0..=100.0).contains(&pct)
-        {
-            return Err(StoreError::invalid(
-                "percent",
-                format!("{pct} is outside 0..=100"),
-            ));
-        }
+        check_progress(progress)?;
         let now = self.now();
         let models = progress.models.as_ref().map(json_text);
         let result = with_pool!(&self.pool, p, d => {
@@ -1078,31 +1093,18 @@ impl Store {
     ) -> Result<Vec<ProgressEvent>, StoreError> {
         for w in writes {
             match w {
-                JobWrite::Result(r) => {
-                    if r.model.is_empty() {
-                        return Err(StoreError::invalid("model", "must not be empty"));
-                    }
-                    if r.provider.is_empty() {
-                        return Err(StoreError::invalid("provider", "must not be empty"));
-                    }
-                }
-                JobWrite::Progress(p) => {
-                    if let Some(pct) = p.percent
-                        && !(0.0..=100.0).contains(&pct)
-                    {
-                        return Err(StoreError::invalid(
-                            "percent",
-                            format!("{pct} is outside 0..=100"),
-                        ));
-                    }
-                }
+                JobWrite::Result(r) => check_result(r)?,
+                JobWrite::Progress(p) => check_progress(p)?,
             }
         }
         let now = self.now();
         let mut events = Vec::new();
         let out: Result<(), StoreError> = with_pool!(&self.pool, p, d => {
             async {
-                let mut tx = p.begin().await.map_err(StoreError::db("begin a batch"))?;
+                let mut tx = p
+                    .begin_with(d.begin_write())
+                    .await
+                    .map_err(StoreError::db("begin a batch"))?;
                 for w in writes {
                     match w {
                         JobWrite::Result(r) => {
@@ -1175,12 +1177,7 @@ impl Store {
         job_id: &str,
         result: &NewModelResult,
     ) -> Result<ModelResult, StoreError> {
-        if result.model.is_empty() {
-            return Err(StoreError::invalid("model", "must not be empty"));
-        }
-        if result.provider.is_empty() {
-            return Err(StoreError::invalid("provider", "must not be empty"));
-        }
+        check_result(result)?;
         let now = self.now();
         let sql = "INSERT INTO job_results (job_id, model, provider, content, error, error_class, \
                    usage, latency_ms, fallback, created_at) \

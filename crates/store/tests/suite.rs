@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use quorum_store::test_util::{self, TEST_EPOCH, TestStore};
 use quorum_store::{
-    JobCursor, JobError, JobFilter, JobState, KeyCheck, NewApiKey, NewDecision, NewJob, NewMessage,
-    NewModelResult, NewProgress, NewUsage, RetentionPolicy, Role, SCHEMA_VERSION, ScaleAction,
-    Store, StoreError, Transition, UsageOutcome, Writer,
+    JobCursor, JobError, JobFilter, JobState, JobWrite, KeyCheck, NewApiKey, NewDecision, NewJob,
+    NewMessage, NewModelResult, NewProgress, NewUsage, RetentionPolicy, Role, SCHEMA_VERSION,
+    ScaleAction, Store, StoreError, Transition, UsageOutcome, Writer,
 };
 use serde_json::json;
 
@@ -54,6 +54,7 @@ dual!(
     lost_lease_cannot_finish,
     recovery_after_crash,
     release_runner_jobs_requeues_only_that_runners_jobs,
+    batches_write_results_and_progress_together,
     list_and_count_jobs,
     bad_job_arguments,
     progress_events,
@@ -391,6 +392,80 @@ mod cases {
             s.release_runner_jobs("").await,
             Err(StoreError::InvalidArgument { .. })
         ));
+    }
+
+    pub(super) async fn batches_write_results_and_progress_together(t: &TestStore) {
+        let s = &t.store;
+        let job = s.create_job(NewJob::new("k", json!(1))).await.unwrap();
+        s.append_progress(&job.id, &NewProgress::default())
+            .await
+            .unwrap();
+        let result = |model: &str| NewModelResult {
+            model: model.into(),
+            provider: "p".into(),
+            content: Some(format!("answer of {model}")),
+            latency: Some(Duration::from_millis(12)),
+            ..NewModelResult::default()
+        };
+        let progress = |pct: f64| NewProgress {
+            percent: Some(pct),
+            message: Some(format!("{pct}%")),
+            models: Some(json!({"a": "done"})),
+        };
+        let events = s
+            .record_batch(
+                &job.id,
+                &[
+                    JobWrite::Result(result("a")),
+                    JobWrite::Progress(progress(50.0)),
+                    JobWrite::Result(result("b")),
+                    JobWrite::Progress(progress(100.0)),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(events[1].percent, Some(100.0));
+        let stored = s.list_results(&job.id).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(stored[0].content.as_deref(), Some("answer of a"));
+        assert_eq!(stored[0].latency, Some(Duration::from_millis(12)));
+        let listed = s.list_progress(&job.id, 1, 100).await.unwrap();
+        assert_eq!(listed, events);
+
+        // All or nothing: a bad write or a missing job stores nothing of the batch.
+        let bad = s
+            .record_batch(
+                &job.id,
+                &[
+                    JobWrite::Result(result("c")),
+                    JobWrite::Progress(progress(101.0)),
+                ],
+            )
+            .await;
+        assert!(
+            matches!(bad, Err(StoreError::InvalidArgument { .. })),
+            "{bad:?}"
+        );
+        let missing = s
+            .record_batch(
+                "no-such-job",
+                &[
+                    JobWrite::Progress(progress(1.0)),
+                    JobWrite::Result(result("d")),
+                ],
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound { .. })),
+            "{missing:?}"
+        );
+        assert_eq!(s.list_results(&job.id).await.unwrap().len(), 2);
+        assert_eq!(s.list_progress(&job.id, 0, 100).await.unwrap().len(), 3);
+        assert!(s.record_batch(&job.id, &[]).await.unwrap().is_empty());
     }
 
     pub(super) async fn lost_lease_cannot_finish(t: &TestStore) {

@@ -127,6 +127,7 @@ impl Store {
     ///
     /// [`StoreError::InvalidArgument`] for an empty service; a database error.
     pub async fn record_decision(&self, decision: &NewDecision) -> Result<Decision, StoreError> {
+        let _turn = self.write_turn().await;
         if decision.service.is_empty() {
             return Err(StoreError::invalid("service", "must not be empty"));
         }

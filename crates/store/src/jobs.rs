@@ -597,6 +597,7 @@ impl Store {
     /// [`StoreError::InvalidArgument`] for an empty kind or id; a database error (a duplicate
     /// chosen id is a unique violation, reported as [`StoreError::InvalidArgument`]).
     pub async fn create_job(&self, new: NewJob) -> Result<Job, StoreError> {
+        let _turn = self.write_turn().await;
         if new.kind.is_empty() {
             return Err(StoreError::invalid("kind", "must not be empty"));
         }
@@ -672,6 +673,7 @@ impl Store {
         lease: Duration,
         kind: Option<&str>,
     ) -> Result<Option<Job>, StoreError> {
+        let _turn = self.write_turn().await;
         check_id("runner", runner)?;
         if lease.is_zero() {
             return Err(StoreError::invalid("lease", "must be more than 0s"));
@@ -707,6 +709,7 @@ impl Store {
         runner: &str,
         lease: Duration,
     ) -> Result<Transition, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         let sql = concat!(
             "UPDATE jobs SET lease_expires_at = $3, updated_at = $4 \
@@ -794,6 +797,7 @@ impl Store {
         result: Option<String>,
         error: Option<&JobError>,
     ) -> Result<Transition, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         let sql = concat!(
             "UPDATE jobs SET state = $2, result = $3, error = $4, error_class = $5, \
@@ -950,6 +954,7 @@ impl Store {
     ///
     /// A database error.
     pub async fn requeue_expired_job(&self, id: &str) -> Result<Transition, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         let sql = concat!(
             "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
@@ -988,6 +993,7 @@ impl Store {
     ///
     /// [`StoreError::InvalidArgument`] for an empty runner id; a database error.
     pub async fn release_runner_jobs(&self, runner: &str) -> Result<Vec<Job>, StoreError> {
+        let _turn = self.write_turn().await;
         check_id("runner", runner)?;
         let now = self.now();
         let sql = concat!(
@@ -1017,6 +1023,7 @@ impl Store {
         job_id: &str,
         progress: &NewProgress,
     ) -> Result<ProgressEvent, StoreError> {
+        let _turn = self.write_turn().await;
         check_progress(progress)?;
         let now = self.now();
         let models = progress.models.as_ref().map(json_text);
@@ -1091,6 +1098,7 @@ impl Store {
         job_id: &str,
         writes: &[JobWrite],
     ) -> Result<Vec<ProgressEvent>, StoreError> {
+        let _turn = self.write_turn().await;
         for w in writes {
             match w {
                 JobWrite::Result(r) => check_result(r)?,
@@ -1177,6 +1185,7 @@ impl Store {
         job_id: &str,
         result: &NewModelResult,
     ) -> Result<ModelResult, StoreError> {
+        let _turn = self.write_turn().await;
         check_result(result)?;
         let now = self.now();
         let sql = "INSERT INTO job_results (job_id, model, provider, content, error, error_class, \

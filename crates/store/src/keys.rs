@@ -115,6 +115,7 @@ impl Store {
     /// [`StoreError::InvalidArgument`] for an empty name or tier; [`StoreError::Random`] if
     /// the system has no randomness; a database error.
     pub async fn create_api_key(&self, new: &NewApiKey) -> Result<CreatedApiKey, StoreError> {
+        let _turn = self.write_turn().await;
         if new.name.is_empty() {
             return Err(StoreError::invalid("name", "must not be empty"));
         }
@@ -191,6 +192,7 @@ impl Store {
     ///
     /// A database error.
     pub async fn revoke_api_key(&self, id: &str) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         with_pool!(&self.pool, p, d => {
             let n = sqlx::query(

@@ -97,6 +97,10 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Settings {
+    /// SQLite takes one writer at a time, and a second one meets its busy handler, which
+    /// sleeps in millisecond steps: this process's writers queue here instead and are handed
+    /// the turn the moment it is free. Unused on PostgreSQL.
+    write_lock: tokio::sync::Mutex<()>,
     backend: Backend,
     url: String,
     schema: Option<String>,
@@ -147,6 +151,7 @@ impl Store {
             pool: connected.pool,
             clock,
             settings: Arc::new(Settings {
+                write_lock: tokio::sync::Mutex::new(()),
                 backend: connected.backend,
                 url: db::redact_url(url),
                 schema: config.schema.clone(),
@@ -158,6 +163,14 @@ impl Store {
             return Err(e);
         }
         Ok(store)
+    }
+
+    /// This process's turn to write (SQLite only; see `Settings::write_lock`).
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.settings.backend {
+            Backend::Sqlite => Some(self.settings.write_lock.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// The same store (sharing the pool) reading time from `clock`.

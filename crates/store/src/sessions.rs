@@ -214,6 +214,7 @@ impl Store {
         id: Option<&str>,
         owner: Option<&str>,
     ) -> Result<Session, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         let id = match id {
             Some(id) => {
@@ -267,6 +268,7 @@ impl Store {
         session_id: &str,
         message: &NewMessage,
     ) -> Result<Message, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         let (plain, packed) = encode_body(
             &message.content,
@@ -354,6 +356,7 @@ impl Store {
         summary: &str,
         message_count: u64,
     ) -> Result<Summary, StoreError> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         let count = i64::try_from(message_count)
             .map_err(|_| StoreError::invalid("message_count", "too large"))?;
@@ -468,6 +471,7 @@ impl Store {
     ///
     /// A database error.
     pub async fn clear_session(&self, session_id: &str) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let op = "clear session";
         with_pool!(&self.pool, p, d => {
             let mut tx = p.begin_with(d.begin_write()).await.map_err(StoreError::db(op))?;
@@ -493,6 +497,7 @@ impl Store {
     ///
     /// A database error.
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         with_pool!(&self.pool, p, d => {
             let n = sqlx::query("DELETE FROM sessions WHERE id = $1")
                 .bind(session_id)

@@ -91,6 +91,7 @@ impl Store {
     /// [`StoreError::InvalidArgument`] for an empty provider or model, a token count above
     /// `i64::MAX` or a negative / non-finite cost; a database error.
     pub async fn record_usage(&self, usage: &NewUsage) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
         if usage.provider.is_empty() {
             return Err(StoreError::invalid("provider", "must not be empty"));
         }

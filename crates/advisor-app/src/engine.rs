@@ -267,12 +267,7 @@ impl Engine {
                 break;
             }
         }
-        let pending = s
-            .count_jobs_by_state(None)
-            .await?
-            .get(&JobState::Pending)
-            .copied()
-            .unwrap_or(0);
+        let pending = s.count_jobs(JobState::Pending, Some(JOB_KIND)).await?;
         self.inner.pending.store(
             i64::try_from(pending).unwrap_or(i64::MAX),
             Ordering::Relaxed,
@@ -685,8 +680,11 @@ async fn dispatch(inner: Arc<Inner>) {
                 drop(permit);
                 // The queue looks empty here: correct the count from the store (other
                 // instances may have claimed or added jobs).
-                if let Ok(counts) = inner.store.count_jobs_by_state(None).await {
-                    let pending = counts.get(&JobState::Pending).copied().unwrap_or(0);
+                if let Ok(pending) = inner
+                    .store
+                    .count_jobs(JobState::Pending, Some(JOB_KIND))
+                    .await
+                {
                     inner.pending.store(
                         i64::try_from(pending).unwrap_or(i64::MAX),
                         Ordering::Relaxed,

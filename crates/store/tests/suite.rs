@@ -388,6 +388,11 @@ mod cases {
             JobState::Pending
         );
         assert!(s.release_runner_jobs("a").await.unwrap().is_empty());
+        // a1 (released) and the never-claimed job wait; one job of another kind does not count.
+        s.create_job(NewJob::new("other", json!(5))).await.unwrap();
+        assert_eq!(s.count_jobs(JobState::Pending, Some("k")).await.unwrap(), 2);
+        assert_eq!(s.count_jobs(JobState::Pending, None).await.unwrap(), 3);
+        assert_eq!(s.count_jobs(JobState::Running, Some("k")).await.unwrap(), 1);
         assert!(matches!(
             s.release_runner_jobs("").await,
             Err(StoreError::InvalidArgument { .. })

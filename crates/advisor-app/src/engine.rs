@@ -483,8 +483,7 @@ impl Engine {
             }
         };
         self.inner.metrics.queue_depth().set(self.pending());
-        // Open the job's channel now so that subscribers arriving before it runs miss nothing.
-        drop(self.inner.hub.sender(&job.id));
+        // No channel yet: a subscriber opens one, the runner marks it running (`EventHub::start`).
         self.inner.wake.notify_one();
         Ok(job)
     }

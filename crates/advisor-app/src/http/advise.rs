@@ -315,7 +315,7 @@ pub(crate) async fn job_events(
     };
     if job.state.is_terminal() {
         sse.replay(&[]).await?;
-        sse.terminal_from(&job).await;
+        sse.terminal_from(&job);
     } else {
         let sub = hub.subscribe(&id);
         // It may have ended between the read and the subscription.
@@ -324,7 +324,7 @@ pub(crate) async fn job_events(
             drop(sub);
             hub.forget_if_idle(&id);
             sse.replay(&[]).await?;
-            sse.terminal_from(&job).await;
+            sse.terminal_from(&job);
         } else {
             sse.replay(&sub.results).await?;
             sse.events = Some(sub.events);
@@ -432,19 +432,14 @@ impl Sse {
         self.events = None;
     }
 
-    async fn terminal_from(&mut self, job: &Job) {
-        let results = self
-            .store
-            .list_results(&job.id)
-            .await
-            .map_or(self.cursor.results, |r| {
-                u32::try_from(r.len()).unwrap_or(u32::MAX)
-            });
+    /// The final event of a finished job; called after [`Sse::replay`], so the cursor counts
+    /// every stored result.
+    fn terminal_from(&mut self, job: &Job) {
         self.push_terminal(&TerminalView {
             job_id: job.id.clone(),
             state: job.state,
             error: job.error.clone(),
-            results,
+            results: self.cursor.results,
             finished: None,
         });
     }
@@ -501,7 +496,7 @@ impl Sse {
                         self.events = None;
                         let _ = self.replay(&[]).await;
                         match self.store.get_job(&self.job_id).await {
-                            Ok(Some(job)) if job.state.is_terminal() => self.terminal_from(&job).await,
+                            Ok(Some(job)) if job.state.is_terminal() => self.terminal_from(&job),
                             _ => self.push_end(
                                 "stream_interrupted",
                                 "the job stopped running in this instance; reconnect to follow it",

@@ -9,6 +9,7 @@
 //!   heartbeat: 15s            # SSE comment lines while nothing else is sent
 //!   max_wait: 60s             # the longest `wait` a POST /v1/advise may ask for
 //!   shutdown_grace: 30s       # on SIGTERM: how long running jobs may still finish
+//!   threads: 1                # 1 = one event loop (least CPU); N workers; 0 = one per core
 //! store:
 //!   url: sqlite://quorum-advisor.db   # or postgres://user@host/db
 //! providers:
@@ -128,6 +129,23 @@ pub struct ServerConfig {
     /// On SIGTERM / SIGINT, how long running jobs may still finish before they are released
     /// for the next start. Default 30s.
     pub shutdown_grace: Duration,
+    /// Threads running the server. `1` (the default) is a single-threaded event loop: the
+    /// least CPU per request and the lowest latency while one core keeps up (several
+    /// thousand gateway requests/s, see docs/PERFORMANCE.md). More is a work-stealing
+    /// runtime with that many workers, for more load than one core serves; `0` is one per
+    /// CPU core. At most 256.
+    pub threads: usize,
+}
+
+impl ServerConfig {
+    /// The threads to run: `threads`, or one per CPU core when it is 0.
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -140,6 +158,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             max_wait: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            threads: 1,
         }
     }
 }
@@ -312,6 +331,15 @@ impl AdvisorConfig {
         if s.max_streams == 0 {
             bad("server.max_streams".into(), "must be at least 1".into());
         }
+        if s.threads > 256 {
+            bad(
+                "server.threads".into(),
+                format!(
+                    "{} is above the maximum of 256 (0 = one per CPU core)",
+                    s.threads
+                ),
+            );
+        }
         for (field, d) in [
             ("server.stream_lifetime", s.stream_lifetime),
             ("server.heartbeat", s.heartbeat),
@@ -474,7 +502,7 @@ impl AdvisorConfig {
             "bind={} store={} providers=[{providers}] models={} default_models=[{}] \
              max_concurrent_jobs={} queue_capacity={} job_timeout={} retry.max_attempts={} \
              retry.initial_delay={} retry.max_delay={} attempt_timeout={} max_streams={} \
-             body_limit={}",
+             body_limit={} threads={}",
             self.server.bind,
             redact_url_password(&self.store.url),
             self.models.len(),
@@ -488,6 +516,7 @@ impl AdvisorConfig {
             r.timeout,
             self.server.max_streams,
             self.server.body_limit,
+            self.server.threads(),
         )
     }
 }
@@ -532,6 +561,7 @@ mod tests {
     #[test]
     fn problems_name_their_keys() {
         let yaml = "
+server: {threads: 300}
 engine: {max_concurrent_jobs: 0}
 providers:
   - {name: a, kind: openai}
@@ -543,6 +573,7 @@ advisor: {default_models: [m, q]}
         let c: AdvisorConfig = Loader::from_str("t.yaml", yaml).load().unwrap();
         let fields: Vec<_> = c.problems().into_iter().map(|p| p.field).collect();
         for f in [
+            "server.threads",
             "engine.max_concurrent_jobs",
             "providers[1].name",
             "models.m.provider",
@@ -552,6 +583,19 @@ advisor: {default_models: [m, q]}
         ] {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn threads_default_to_one_event_loop_and_zero_means_one_per_core() {
+        let mut c = AdvisorConfig::default();
+        assert_eq!(c.server.threads(), 1);
+        assert!(c.summary().contains("threads=1"), "{}", c.summary());
+        c.server.threads = 0;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(c.server.threads(), cores);
+        c.server.threads = 4;
+        assert_eq!(c.server.threads(), 4);
+        assert!(c.problems().is_empty());
     }
 
     #[test]

@@ -53,4 +53,4 @@ pub mod server;
 pub use config::AdvisorConfig;
 pub use engine::{AdviseRequest, Engine};
 pub use error::{AdvisorError, ApiError, ConfigIssue};
-pub use server::{Running, check, run, start};
+pub use server::{Running, check, run, run_blocking, start};

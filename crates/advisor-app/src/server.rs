@@ -210,6 +210,30 @@ pub async fn run(config: AdvisorConfig) -> Result<(), AdvisorError> {
     start(config, shutdown_signal()).await?.wait().await
 }
 
+/// Runs the advisor on this thread until SIGINT or SIGTERM, on the runtime `server.threads`
+/// asks for: one thread is a single-threaded event loop (everything on the calling thread);
+/// more is tokio's work-stealing runtime with that many workers. What a binary's `main`
+/// calls.
+///
+/// # Errors
+///
+/// As [`run`]; [`AdvisorError::Serve`] when the runtime cannot be built.
+pub fn run_blocking(config: AdvisorConfig) -> Result<(), AdvisorError> {
+    let threads = config.server.threads();
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(AdvisorError::Serve)?
+        .block_on(run(config))
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -145,22 +145,10 @@ impl Provider for OpenAiProvider {
         let body = wire::chat_body(request, false, self.inner.stream_usage);
         let endpoint = &self.inner.endpoint;
         let (bytes, rate_limit) = endpoint
-            .send_bytes_with_rate_limit(endpoint.post("chat/completions").json(&body))
+            .send_bytes_with_rate_limit(endpoint.post_json("chat/completions", body))
             .await?;
         let total = started.elapsed();
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            LlmError::invalid_response("chat/completions: the body is not JSON", Some(Box::new(e)))
-        })?;
-        // Some routers (OpenRouter) answer 200 with an error object.
-        if let Some(hint) = wire::error_hint(&value) {
-            return Err(classify_stream_error(
-                &hint,
-                &String::from_utf8_lossy(&bytes),
-            ));
-        }
-        let completion: wire::Completion = serde_json::from_value(value).map_err(|e| {
-            LlmError::invalid_response("chat/completions: not a chat completion", Some(Box::new(e)))
-        })?;
+        let completion = read_completion(&bytes)?;
         let choice = completion.choices.into_iter().next().ok_or_else(|| {
             LlmError::invalid_response("chat/completions: no choices in the answer", None)
         })?;
@@ -185,9 +173,8 @@ impl Provider for OpenAiProvider {
         let response = endpoint
             .send(
                 endpoint
-                    .post("chat/completions")
-                    .header("accept", "text/event-stream")
-                    .json(&body),
+                    .post_json("chat/completions", body)
+                    .header("accept", "text/event-stream"),
             )
             .await?;
         let state = StreamState {
@@ -244,6 +231,53 @@ impl Embeddings for OpenAiProvider {
             usage: list.usage.as_ref().map(wire::WireUsage::to_usage),
         })
     }
+}
+
+/// Reads a stream `data:` line that is not a plain chunk: not JSON, an error in one of the
+/// shapes routers send, an `error` event, or not a chunk at all.
+fn read_odd_chunk(event: &str, data: &str) -> Result<wire::Chunk, LlmError> {
+    let value: Value = serde_json::from_str(data).map_err(|e| {
+        LlmError::invalid_response(
+            "chat/completions stream: a data line is not JSON",
+            Some(Box::new(e)),
+        )
+    })?;
+    if let Some(hint) = wire::error_hint(&value) {
+        return Err(classify_stream_error(&hint, data));
+    }
+    if event == "error" {
+        let hint = quorum_llm::ErrorHint::message(data);
+        return Err(classify_stream_error(&hint, data));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        LlmError::invalid_response(
+            "chat/completions stream: not a completion chunk",
+            Some(Box::new(e)),
+        )
+    })
+}
+
+/// Reads a chat completion body. The common case parses once, straight into the answer; a
+/// body that is not a completion, or may be an error (some routers answer 200 with one), is
+/// read again as JSON to say which.
+fn read_completion(bytes: &[u8]) -> Result<wire::Completion, LlmError> {
+    if let Ok(completion) = serde_json::from_slice::<wire::Completion>(bytes)
+        && !completion.may_be_error()
+    {
+        return Ok(completion);
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        LlmError::invalid_response("chat/completions: the body is not JSON", Some(Box::new(e)))
+    })?;
+    if let Some(hint) = wire::error_hint(&value) {
+        return Err(classify_stream_error(
+            &hint,
+            &String::from_utf8_lossy(bytes),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        LlmError::invalid_response("chat/completions: not a chat completion", Some(Box::new(e)))
+    })
 }
 
 /// The state of one SSE chat stream.
@@ -318,30 +352,14 @@ impl StreamState {
             })));
             return;
         }
-        let value: Value = match serde_json::from_str(data) {
-            Ok(value) => value,
-            Err(e) => {
-                return self.fail(LlmError::invalid_response(
-                    "chat/completions stream: a data line is not JSON",
-                    Some(Box::new(e)),
-                ));
-            }
-        };
-        if let Some(hint) = wire::error_hint(&value) {
-            return self.fail(classify_stream_error(&hint, data));
-        }
-        if event.event == "error" {
-            let hint = quorum_llm::ErrorHint::message(data);
-            return self.fail(classify_stream_error(&hint, data));
-        }
-        let chunk: wire::Chunk = match serde_json::from_value(value) {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                return self.fail(LlmError::invalid_response(
-                    "chat/completions stream: not a completion chunk",
-                    Some(Box::new(e)),
-                ));
-            }
+        // The common case parses once, straight into the chunk; anything else is read again
+        // as JSON to say what it is.
+        let chunk = match serde_json::from_str::<wire::Chunk>(data) {
+            Ok(chunk) if !chunk.may_be_error() && event.event != "error" => chunk,
+            _ => match read_odd_chunk(&event.event, data) {
+                Ok(chunk) => chunk,
+                Err(e) => return self.fail(e),
+            },
         };
         if let Some(model) = chunk.model.filter(|m| !m.is_empty()) {
             self.model = model;
@@ -387,6 +405,40 @@ mod tests {
     use quorum_llm::{ErrorKind, FinishReason};
 
     use super::*;
+
+    #[test]
+    fn completions_parse_once_and_errors_in_200_bodies_are_classified() {
+        let ok = read_completion(
+            br#"{"id":"x","object":"chat.completion","model":"m1","error":null,"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.model.as_deref(), Some("m1"));
+        assert_eq!(
+            ok.choices[0].message.as_ref().unwrap().content.as_deref(),
+            Some("hi")
+        );
+        // OpenRouter: 200 with an error object whose code is an HTTP status.
+        let routed =
+            read_completion(br#"{"error":{"code":502,"message":"upstream down"}}"#).unwrap_err();
+        assert_eq!(routed.kind(), ErrorKind::Server);
+        assert!(routed.to_string().contains("upstream down"), "{routed}");
+        let vllm = read_completion(
+            br#"{"object":"error","message":"rate limited","type":"RateLimitError","code":429}"#,
+        )
+        .unwrap_err();
+        assert_eq!(vllm.kind(), ErrorKind::RateLimited);
+        let plain = read_completion(br#"{"error":"model not loaded"}"#).unwrap_err();
+        assert!(plain.to_string().contains("model not loaded"), "{plain}");
+        let not_json = read_completion(b"<html>oops</html>").unwrap_err();
+        assert_eq!(not_json.kind(), ErrorKind::InvalidResponse);
+        assert!(not_json.to_string().contains("not JSON"), "{not_json}");
+        let wrong = read_completion(br#"{"choices":5}"#).unwrap_err();
+        assert_eq!(wrong.kind(), ErrorKind::InvalidResponse);
+        assert!(
+            wrong.to_string().contains("not a chat completion"),
+            "{wrong}"
+        );
+    }
 
     fn state() -> StreamState {
         StreamState {
@@ -473,6 +525,22 @@ mod tests {
         let err = s.pending.pop_front().unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidResponse);
         assert!(s.finished);
+
+        let mut shape = state();
+        feed(&mut shape, "data: {\"choices\":5}\n\n");
+        let err = shape.pending.pop_front().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
+        assert!(err.to_string().contains("not a completion chunk"), "{err}");
+
+        // An `error` event whose data is JSON but not an error object still ends the stream.
+        let mut event = state();
+        feed(
+            &mut event,
+            "event: error\ndata: {\"detail\":\"backend gone\"}\n\n",
+        );
+        let err = event.pending.pop_front().unwrap().unwrap_err();
+        assert!(err.to_string().contains("backend gone"), "{err}");
+        assert!(event.finished);
     }
 
     #[test]

@@ -1,55 +1,148 @@
 //! The OpenAI Chat Completions wire format: request bodies and response parsing.
 
 use quorum_llm::{
-    ChatRequest, EmbeddingRequest, ErrorHint, FinishReason, LlmError, ModelInfo, Usage,
+    ChatRequest, EmbeddingRequest, ErrorHint, FinishReason, LlmError, Message, ModelInfo, Usage,
 };
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Value, json};
 
-/// The JSON body of `POST chat/completions`.
+/// The JSON body of `POST chat/completions`, serialized straight from the request (no
+/// intermediate `Value` tree).
 ///
-/// `extra` options are copied first, so they never override a field this function sets.
-pub(crate) fn chat_body(request: &ChatRequest, stream: bool, stream_usage: bool) -> Value {
-    let mut body: Map<String, Value> = request.extra.clone();
-    let mut messages = Vec::with_capacity(request.messages.len() + 1);
-    if let Some(system) = &request.system {
-        messages.push(json!({"role": "system", "content": system}));
-    }
-    for message in &request.messages {
-        let mut m = Map::new();
-        m.insert("role".into(), Value::from(message.role.as_str()));
-        m.insert("content".into(), Value::from(message.content.as_str()));
-        if let Some(name) = &message.name {
-            m.insert("name".into(), Value::from(name.as_str()));
+/// `extra` options never override a field this function sets; an extra `stream_options` is
+/// dropped from non-streamed bodies.
+pub(crate) fn chat_body(request: &ChatRequest, stream: bool, stream_usage: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        256 + request
+            .messages
+            .iter()
+            .map(|m| m.content.len() + 32)
+            .sum::<usize>(),
+    );
+    // Serializing these types cannot fail: every map key is a string.
+    let _ = serde_json::to_writer(
+        &mut out,
+        &ChatBody {
+            request,
+            stream,
+            stream_usage,
+        },
+    );
+    out
+}
+
+struct ChatBody<'a> {
+    request: &'a ChatRequest,
+    stream: bool,
+    stream_usage: bool,
+}
+
+impl ChatBody<'_> {
+    /// Whether this body sets `key` itself (an extra of that name is then left out).
+    fn sets(&self, key: &str) -> bool {
+        let r = self.request;
+        match key {
+            "model" | "messages" | "stream" => true,
+            "temperature" => r.temperature.is_some(),
+            "max_tokens" => r.max_tokens.is_some(),
+            "stop" => !r.stop.is_empty(),
+            "seed" => r.seed.is_some(),
+            // Set when streaming with usage; never sent without streaming.
+            "stream_options" => !self.stream || self.stream_usage,
+            _ => false,
         }
-        if let Some(id) = &message.tool_call_id {
-            m.insert("tool_call_id".into(), Value::from(id.as_str()));
+    }
+}
+
+impl Serialize for ChatBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = self.request;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in &r.extra {
+            if !self.sets(key) {
+                map.serialize_entry(key, value)?;
+            }
         }
-        messages.push(Value::Object(m));
+        map.serialize_entry("model", &r.model)?;
+        map.serialize_entry(
+            "messages",
+            &Messages {
+                system: r.system.as_deref(),
+                messages: &r.messages,
+            },
+        )?;
+        if let Some(t) = r.temperature {
+            // Through f64 via the decimal text, so 0.7f32 is sent as 0.7, not 0.699999988079071.
+            let t = t.to_string().parse::<f64>().unwrap_or(f64::from(t));
+            map.serialize_entry("temperature", &t)?;
+        }
+        if let Some(max) = r.max_tokens {
+            map.serialize_entry("max_tokens", &max)?;
+        }
+        if !r.stop.is_empty() {
+            map.serialize_entry("stop", &r.stop)?;
+        }
+        if let Some(seed) = r.seed {
+            map.serialize_entry("seed", &seed)?;
+        }
+        map.serialize_entry("stream", &self.stream)?;
+        if self.stream && self.stream_usage {
+            map.serialize_entry(
+                "stream_options",
+                &IncludeUsage {
+                    include_usage: true,
+                },
+            )?;
+        }
+        map.end()
     }
-    body.insert("model".into(), Value::from(request.model.as_str()));
-    body.insert("messages".into(), Value::Array(messages));
-    if let Some(t) = request.temperature {
-        // Through f64 via the decimal text, so 0.7f32 is sent as 0.7, not 0.699999988079071.
-        let t = t.to_string().parse::<f64>().unwrap_or(f64::from(t));
-        body.insert("temperature".into(), json!(t));
+}
+
+#[derive(Serialize)]
+struct IncludeUsage {
+    include_usage: bool,
+}
+
+/// The system prompt (if any) followed by the conversation.
+struct Messages<'a> {
+    system: Option<&'a str>,
+    messages: &'a [Message],
+}
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(
+            self.messages.len() + usize::from(self.system.is_some()),
+        ))?;
+        if let Some(system) = self.system {
+            seq.serialize_element(&WireMessage {
+                role: "system",
+                content: system,
+                name: None,
+                tool_call_id: None,
+            })?;
+        }
+        for m in self.messages {
+            seq.serialize_element(&WireMessage {
+                role: m.role.as_str(),
+                content: &m.content,
+                name: m.name.as_deref(),
+                tool_call_id: m.tool_call_id.as_deref(),
+            })?;
+        }
+        seq.end()
     }
-    if let Some(max) = request.max_tokens {
-        body.insert("max_tokens".into(), json!(max));
-    }
-    if !request.stop.is_empty() {
-        body.insert("stop".into(), json!(request.stop));
-    }
-    if let Some(seed) = request.seed {
-        body.insert("seed".into(), json!(seed));
-    }
-    body.insert("stream".into(), Value::Bool(stream));
-    if stream && stream_usage {
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    } else if !stream {
-        body.remove("stream_options");
-    }
-    Value::Object(body)
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'a str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
 }
 
 /// The JSON body of `POST embeddings`.
@@ -84,10 +177,23 @@ impl WireUsage {
 pub(crate) struct Completion {
     #[serde(default)]
     pub(crate) model: Option<String>,
+    /// Present when a router answered 200 with an error body (OpenRouter does).
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    /// vLLM's error bodies say `"object": "error"`.
+    #[serde(default)]
+    object: Option<String>,
     #[serde(default)]
     pub(crate) choices: Vec<CompletionChoice>,
     #[serde(default)]
     pub(crate) usage: Option<WireUsage>,
+}
+
+impl Completion {
+    /// Whether the body may be an error in one of the shapes [`error_hint`] reads.
+    pub(crate) fn may_be_error(&self) -> bool {
+        self.error.is_some() || self.object.as_deref() == Some("error")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,10 +215,22 @@ pub(crate) struct CompletionMessage {
 pub(crate) struct Chunk {
     #[serde(default)]
     pub(crate) model: Option<String>,
+    /// As in [`Completion`]: an error sent inside the stream.
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    object: Option<String>,
     #[serde(default)]
     pub(crate) choices: Vec<ChunkChoice>,
     #[serde(default)]
     pub(crate) usage: Option<WireUsage>,
+}
+
+impl Chunk {
+    /// Whether the chunk may be an error in one of the shapes [`error_hint`] reads.
+    pub(crate) fn may_be_error(&self) -> bool {
+        self.error.is_some() || self.object.as_deref() == Some("error")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,7 +364,8 @@ mod tests {
         request.extra.insert("top_p".into(), json!(0.9));
         request.extra.insert("model".into(), json!("must-not-win"));
         request.extra.insert("stream".into(), json!(true));
-        let body = chat_body(&request, false, true);
+        let text = String::from_utf8(chat_body(&request, false, true)).unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             body,
             json!({
@@ -265,12 +384,10 @@ mod tests {
                 "stream": false
             })
         );
-        // The exact text, not just the value: 0.7 stays 0.7.
-        assert!(
-            serde_json::to_string(&body)
-                .unwrap()
-                .contains("\"temperature\":0.7,")
-        );
+        // The exact text, not just the value: 0.7 stays 0.7; no key twice.
+        assert!(text.contains("\"temperature\":0.7,"), "{text}");
+        assert_eq!(text.matches("\"model\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"stream\"").count(), 1, "{text}");
     }
 
     #[test]
@@ -280,8 +397,9 @@ mod tests {
         tool.tool_call_id = Some("call_1".into());
         tool.name = Some("calc".into());
         request.messages.push(tool);
+        let parse = |bytes: Vec<u8>| serde_json::from_slice::<Value>(&bytes).unwrap();
         assert_eq!(
-            chat_body(&request, true, true),
+            parse(chat_body(&request, true, true)),
             json!({
                 "model": "m",
                 "messages": [
@@ -292,8 +410,27 @@ mod tests {
                 "stream_options": {"include_usage": true}
             })
         );
-        let without = chat_body(&request, true, false);
+        let without = parse(chat_body(&request, true, false));
         assert!(without.get("stream_options").is_none());
+        // A caller's own stream_options go through when the provider does not ask for usage,
+        // and never into a non-streamed body; other extras go through unless set here.
+        request
+            .extra
+            .insert("stream_options".into(), json!({"include_usage": false}));
+        request.extra.insert("temperature".into(), json!(1.5));
+        let own = parse(chat_body(&request, true, false));
+        assert_eq!(own["stream_options"], json!({"include_usage": false}));
+        assert_eq!(own["temperature"], json!(1.5));
+        assert!(
+            parse(chat_body(&request, false, false))
+                .get("stream_options")
+                .is_none()
+        );
+        request.temperature = Some(0.2);
+        assert_eq!(
+            parse(chat_body(&request, true, false))["temperature"],
+            json!(0.2)
+        );
     }
 
     #[test]

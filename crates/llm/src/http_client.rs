@@ -432,6 +432,14 @@ impl HttpEndpoint {
         }
     }
 
+    /// A `POST` to `path` below the base URL of a body already serialized as JSON (for
+    /// providers that write their bodies straight to bytes).
+    pub fn post_json(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.post(path)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
     /// Maps a reqwest failure of this endpoint (see [`map_reqwest`]).
     #[must_use]
     pub fn map_error(&self, error: reqwest::Error) -> LlmError {

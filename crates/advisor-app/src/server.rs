@@ -217,8 +217,14 @@ pub async fn run(config: AdvisorConfig) -> Result<(), AdvisorError> {
 ///
 /// # Errors
 ///
-/// As [`run`]; [`AdvisorError::Serve`] when the runtime cannot be built.
+/// As [`run`] ([`AdvisorError::Invalid`] before any thread starts); [`AdvisorError::Serve`]
+/// when the runtime cannot be built.
 pub fn run_blocking(config: AdvisorConfig) -> Result<(), AdvisorError> {
+    // Checked before the runtime starts its threads: a bad `server.threads` is a config error.
+    let problems = config.problems();
+    if !problems.is_empty() {
+        return Err(AdvisorError::Invalid(problems));
+    }
     let threads = config.server.threads();
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -253,5 +259,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("received SIGINT"),
         () = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_thread_count_is_a_config_error_before_any_thread_starts() {
+        let mut config = AdvisorConfig::default();
+        config.server.threads = 100_000;
+        let Err(AdvisorError::Invalid(problems)) = run_blocking(config) else {
+            panic!("expected a configuration error");
+        };
+        assert_eq!(problems[0].field, "server.threads");
     }
 }

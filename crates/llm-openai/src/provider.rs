@@ -413,6 +413,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.model.as_deref(), Some("m1"));
+        // An odd `object` is ignored, as every other member the answer does not need.
+        let odd =
+            read_completion(br#"{"object":{"kind":"x"},"choices":[{"message":{"content":"ok"}}]}"#)
+                .unwrap();
+        assert_eq!(odd.choices.len(), 1);
         assert_eq!(
             ok.choices[0].message.as_ref().unwrap().content.as_deref(),
             Some("hi")

@@ -180,9 +180,9 @@ pub(crate) struct Completion {
     /// Present when a router answered 200 with an error body (OpenRouter does).
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
-    /// vLLM's error bodies say `"object": "error"`.
+    /// vLLM's error bodies say `"object": "error"` (any other value is ignored).
     #[serde(default)]
-    object: Option<String>,
+    object: Option<Value>,
     #[serde(default)]
     pub(crate) choices: Vec<CompletionChoice>,
     #[serde(default)]
@@ -192,7 +192,7 @@ pub(crate) struct Completion {
 impl Completion {
     /// Whether the body may be an error in one of the shapes [`error_hint`] reads.
     pub(crate) fn may_be_error(&self) -> bool {
-        self.error.is_some() || self.object.as_deref() == Some("error")
+        self.error.is_some() || self.object.as_ref().and_then(Value::as_str) == Some("error")
     }
 }
 
@@ -219,7 +219,7 @@ pub(crate) struct Chunk {
     #[serde(default)]
     error: Option<serde::de::IgnoredAny>,
     #[serde(default)]
-    object: Option<String>,
+    object: Option<Value>,
     #[serde(default)]
     pub(crate) choices: Vec<ChunkChoice>,
     #[serde(default)]
@@ -229,7 +229,7 @@ pub(crate) struct Chunk {
 impl Chunk {
     /// Whether the chunk may be an error in one of the shapes [`error_hint`] reads.
     pub(crate) fn may_be_error(&self) -> bool {
-        self.error.is_some() || self.object.as_deref() == Some("error")
+        self.error.is_some() || self.object.as_ref().and_then(Value::as_str) == Some("error")
     }
 }
 

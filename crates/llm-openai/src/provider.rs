@@ -233,51 +233,45 @@ impl Embeddings for OpenAiProvider {
     }
 }
 
-/// Reads a stream `data:` line that is not a plain chunk: not JSON, an error in one of the
-/// shapes routers send, an `error` event, or not a chunk at all.
-fn read_odd_chunk(event: &str, data: &str) -> Result<wire::Chunk, LlmError> {
-    let value: Value = serde_json::from_str(data).map_err(|e| {
-        LlmError::invalid_response(
-            "chat/completions stream: a data line is not JSON",
-            Some(Box::new(e)),
-        )
-    })?;
-    if let Some(hint) = wire::error_hint(&value) {
-        return Err(classify_stream_error(&hint, data));
-    }
-    if event == "error" {
-        let hint = quorum_llm::ErrorHint::message(data);
-        return Err(classify_stream_error(&hint, data));
-    }
-    serde_json::from_value(value).map_err(|e| {
-        LlmError::invalid_response(
-            "chat/completions stream: not a completion chunk",
-            Some(Box::new(e)),
-        )
-    })
-}
-
-/// Reads a chat completion body. The common case parses once, straight into the answer; a
-/// body that is not a completion, or may be an error (some routers answer 200 with one), is
-/// read again as JSON to say which.
+/// Reads a chat completion body. The common case parses once, straight into the answer; the
+/// rest goes through [`read_odd`].
 fn read_completion(bytes: &[u8]) -> Result<wire::Completion, LlmError> {
     if let Ok(completion) = serde_json::from_slice::<wire::Completion>(bytes)
         && !completion.may_be_error()
     {
         return Ok(completion);
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        LlmError::invalid_response("chat/completions: the body is not JSON", Some(Box::new(e)))
-    })?;
+    read_odd(
+        bytes,
+        false,
+        "chat/completions: the body is not JSON",
+        "chat/completions: not a chat completion",
+    )
+}
+
+/// Reads what did not parse as a plain answer or chunk, or may be an error (some routers answer
+/// 200, or send a stream event, with one): the generic JSON is read to say which. `error_event`:
+/// the SSE event was named `error`, which ends the stream whatever its data says.
+fn read_odd<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    error_event: bool,
+    not_json: &'static str,
+    not_shape: &'static str,
+) -> Result<T, LlmError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| LlmError::invalid_response(not_json, Some(Box::new(e))))?;
+    let raw = String::from_utf8_lossy(bytes);
     if let Some(hint) = wire::error_hint(&value) {
+        return Err(classify_stream_error(&hint, &raw));
+    }
+    if error_event {
         return Err(classify_stream_error(
-            &hint,
-            &String::from_utf8_lossy(bytes),
+            &quorum_llm::ErrorHint::message(&*raw),
+            &raw,
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
-        LlmError::invalid_response("chat/completions: not a chat completion", Some(Box::new(e)))
-    })
+    serde_json::from_value(value)
+        .map_err(|e| LlmError::invalid_response(not_shape, Some(Box::new(e))))
 }
 
 /// The state of one SSE chat stream.
@@ -356,7 +350,12 @@ impl StreamState {
         // as JSON to say what it is.
         let chunk = match serde_json::from_str::<wire::Chunk>(data) {
             Ok(chunk) if !chunk.may_be_error() && event.event != "error" => chunk,
-            _ => match read_odd_chunk(&event.event, data) {
+            _ => match read_odd(
+                data.as_bytes(),
+                event.event == "error",
+                "chat/completions stream: a data line is not JSON",
+                "chat/completions stream: not a completion chunk",
+            ) {
                 Ok(chunk) => chunk,
                 Err(e) => return self.fail(e),
             },

@@ -90,9 +90,11 @@ impl Provider for AnthropicProvider {
         let started = Instant::now();
         let body = wire::chat_body(request, self.inner.default_max_tokens, false)?;
         let endpoint = &self.inner.endpoint;
-        let (bytes, rate_limit) = endpoint
-            .send_bytes_with_rate_limit(endpoint.post("v1/messages").json(&body))
+        let answer = endpoint
+            .post_value("v1/messages", &body, "application/json")
             .await?;
+        let rate_limit = answer.rate_limit();
+        let bytes = answer.bytes().await?;
         let total = started.elapsed();
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             LlmError::invalid_response("v1/messages: the body is not JSON", Some(Box::new(e)))
@@ -127,17 +129,12 @@ impl Provider for AnthropicProvider {
         let started = Instant::now();
         let body = wire::chat_body(request, self.inner.default_max_tokens, true)?;
         let endpoint = &self.inner.endpoint;
-        let response = endpoint
-            .send(
-                endpoint
-                    .post("v1/messages")
-                    .header("accept", "text/event-stream")
-                    .json(&body),
-            )
+        let answer = endpoint
+            .post_value("v1/messages", &body, "text/event-stream")
             .await?;
         let mut state = StreamState::new(self.inner.name.clone(), request.model.clone(), started);
-        state.rate_limit = RateLimitInfo::from_headers(response.headers()).map(Box::new);
-        Ok(endpoint.chat_stream(response, state))
+        state.rate_limit = answer.rate_limit().map(Box::new);
+        Ok(endpoint.chat_stream(answer, state))
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use quorum_llm::http_client::{ClientBuilder, HttpEndpoint, StreamDecoder};
+use quorum_llm::http_client::{Answer, ClientBuilder, HttpEndpoint, StreamDecoder};
 use quorum_llm::{
     ChatRequest, ChatResponse, ChatStream, EmbeddingRequest, EmbeddingResponse, Embeddings,
     ErrorHint, LlmError, ModelInfo, Provider, ProviderFactory, StreamFinal, StreamItem, Timings,
@@ -80,8 +80,14 @@ impl OllamaProvider {
         self.inner.config.keep_alive
     }
 
-    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.inner.endpoint.post(path).json(body)
+    /// Posts a JSON body and waits for a 2xx answer.
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        accept: &'static str,
+    ) -> Result<Answer, LlmError> {
+        self.inner.endpoint.post_value(path, body, accept).await
     }
 }
 
@@ -112,9 +118,9 @@ impl Provider for OllamaProvider {
         let endpoint = wire::select_endpoint(request, &self.inner.config)?;
         let body = wire::chat_body(request, endpoint, false, self.keep_alive())?;
         let bytes = self
-            .inner
-            .endpoint
-            .send_bytes(self.post(endpoint.path(), &body))
+            .post(endpoint.path(), &body, "application/json")
+            .await?
+            .bytes()
             .await?;
         let total = started.elapsed();
         let text = String::from_utf8_lossy(&bytes);
@@ -143,13 +149,8 @@ impl Provider for OllamaProvider {
         let started = Instant::now();
         let endpoint = wire::select_endpoint(request, &self.inner.config)?;
         let body = wire::chat_body(request, endpoint, true, self.keep_alive())?;
-        let response = self
-            .inner
-            .endpoint
-            .send(
-                self.post(endpoint.path(), &body)
-                    .header("accept", "application/x-ndjson"),
-            )
+        let answer = self
+            .post(endpoint.path(), &body, "application/x-ndjson")
             .await?;
         let state = StreamState::new(
             endpoint,
@@ -157,7 +158,7 @@ impl Provider for OllamaProvider {
             request.model.clone(),
             started,
         );
-        Ok(self.inner.endpoint.chat_stream(response, state))
+        Ok(self.inner.endpoint.chat_stream(answer, state))
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {
@@ -181,9 +182,9 @@ impl Embeddings for OllamaProvider {
         }
         let body = wire::embed_body(request, self.keep_alive())?;
         let bytes = self
-            .inner
-            .endpoint
-            .send_bytes(self.post("api/embed", &body))
+            .post("api/embed", &body, "application/json")
+            .await?
+            .bytes()
             .await?;
         let answer: wire::EmbedAnswer = serde_json::from_slice(&bytes).map_err(|e| {
             LlmError::invalid_response("api/embed: not an embeddings answer", Some(Box::new(e)))

@@ -144,9 +144,11 @@ impl Provider for OpenAiProvider {
         let started = Instant::now();
         let body = wire::chat_body(request, false, self.inner.stream_usage);
         let endpoint = &self.inner.endpoint;
-        let (bytes, rate_limit) = endpoint
-            .send_bytes_with_rate_limit(endpoint.post_json("chat/completions", body))
+        let answer = endpoint
+            .post_json("chat/completions", body, "application/json")
             .await?;
+        let rate_limit = answer.rate_limit();
+        let bytes = answer.bytes().await?;
         let total = started.elapsed();
         let completion = read_completion(&bytes)?;
         let choice = completion.choices.into_iter().next().ok_or_else(|| {
@@ -170,15 +172,11 @@ impl Provider for OpenAiProvider {
         let started = Instant::now();
         let body = wire::chat_body(request, true, self.inner.stream_usage);
         let endpoint = &self.inner.endpoint;
-        let response = endpoint
-            .send(
-                endpoint
-                    .post_json("chat/completions", body)
-                    .header("accept", "text/event-stream"),
-            )
+        let answer = endpoint
+            .post_json("chat/completions", body, "text/event-stream")
             .await?;
         let state = StreamState {
-            rate_limit: RateLimitInfo::from_headers(response.headers()).map(Box::new),
+            rate_limit: answer.rate_limit().map(Box::new),
             parser: SseParser::new(),
             pending: VecDeque::new(),
             finished: false,
@@ -189,7 +187,7 @@ impl Provider for OpenAiProvider {
             started,
             first_token: None,
         };
-        Ok(endpoint.chat_stream(response, state))
+        Ok(endpoint.chat_stream(answer, state))
     }
 
     async fn list_models(&self) -> Result<Vec<ModelInfo>, LlmError> {
@@ -208,7 +206,9 @@ impl Embeddings for OpenAiProvider {
         let body = wire::embeddings_body(request);
         let endpoint = &self.inner.endpoint;
         let bytes = endpoint
-            .send_bytes(endpoint.post("embeddings").json(&body))
+            .post_value("embeddings", &body, "application/json")
+            .await?
+            .bytes()
             .await?;
         let list: wire::EmbeddingList = serde_json::from_slice(&bytes).map_err(|e| {
             LlmError::invalid_response("embeddings: not an embedding list", Some(Box::new(e)))

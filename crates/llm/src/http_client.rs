@@ -1,7 +1,12 @@
-//! HTTP plumbing shared by provider crates (feature `http`): building a [`reqwest::Client`] from
-//! a provider's config, joining endpoint paths to its base URL, sending a request and turning a
-//! non-2xx answer into its classified [`LlmError`], mapping transport failures, and driving a
-//! streamed body through a dialect's decoder.
+//! HTTP plumbing shared by provider crates (feature `http`): building a provider's
+//! [`HttpClient`] from its config, joining endpoint paths to its base URL, sending a request and
+//! turning a non-2xx answer into its classified [`LlmError`], mapping transport failures, and
+//! driving a streamed body through a dialect's decoder.
+//!
+//! JSON posts ([`HttpEndpoint::post_json`], what every chat call is) to a plain `http://` base URL
+//! go through hyper's pooled client directly when no proxy is set in the environment; everything
+//! else (HTTPS, proxies, other requests) through reqwest. Both behave the same to the caller:
+//! default headers, timeouts, error classes.
 //!
 //! What stays in each provider crate is its dialect: the wire types, how its error bodies read
 //! (the `error_hint` function an [`HttpEndpoint`] is given), extra base-URL rules, and the
@@ -31,13 +36,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod direct;
+
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, IntoHeaderName};
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, IntoHeaderName,
+};
+use http::{StatusCode, Uri};
 use quorum_config::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -45,6 +56,7 @@ use url::Url;
 use crate::error::{ErrorHint, LlmError, classify_http};
 use crate::provider::{ChatStream, guard_stream};
 use crate::types::{RateLimitInfo, StreamItem};
+use direct::{Direct, DirectBody};
 
 /// Timeouts of one endpoint, the `timeout` section of a provider's config.
 ///
@@ -270,16 +282,19 @@ impl<'a> ClientBuilder<'a> {
     ///
     /// [`LlmError::Config`] when the HTTP client cannot be built (its TLS backend fails to
     /// load...).
-    pub fn build(self, timeout: &TimeoutConfig) -> Result<reqwest::Client, LlmError> {
+    pub fn build(self, timeout: &TimeoutConfig) -> Result<HttpClient, LlmError> {
+        let direct = (!direct::proxy_in_env(|name| std::env::var_os(name)))
+            .then(|| Arc::new(Direct::new(self.headers.clone(), *timeout)));
         let builder = reqwest::Client::builder().default_headers(self.headers);
-        timeout
+        let reqwest = timeout
             .apply(builder)
             .build()
             .map_err(|e| LlmError::Config {
                 name: self.provider.to_owned(),
                 message: "cannot build the HTTP client".into(),
                 source: Some(Box::new(e)),
-            })
+            })?;
+        Ok(HttpClient { reqwest, direct })
     }
 
     fn value(&self, field: &str, value: &str) -> Result<HeaderValue, LlmError> {
@@ -293,6 +308,26 @@ impl<'a> ClientBuilder<'a> {
             message,
             source: None,
         }
+    }
+}
+
+/// A provider's HTTP client, built by [`ClientBuilder::build`]: reqwest with the provider's
+/// default headers and timeouts, and (unless the environment sets a proxy) a lean client with the
+/// same headers and timeouts for JSON posts to plain-HTTP endpoints (see
+/// [`HttpEndpoint::post_json`]).
+///
+/// Cheap to clone: the connection pools are shared.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    reqwest: reqwest::Client,
+    direct: Option<Arc<Direct>>,
+}
+
+impl HttpClient {
+    /// The reqwest client.
+    #[must_use]
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.reqwest
     }
 }
 
@@ -319,8 +354,104 @@ pub fn map_reqwest(error: reqwest::Error, upstream: &str) -> LlmError {
     }
 }
 
-/// The body of a streamed answer, as reqwest delivers it.
-pub type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+/// The body of an answer as a stream of chunks; a failed read is its classified error.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, LlmError>> + Send>>;
+
+/// A 2xx answer (from [`HttpEndpoint::post_json`] or [`HttpEndpoint::send`]): its headers
+/// now, its body when read ([`Answer::bytes`]) or streamed ([`HttpEndpoint::chat_stream`]).
+pub struct Answer {
+    inner: AnswerInner,
+    upstream: Arc<str>,
+}
+
+enum AnswerInner {
+    Reqwest(reqwest::Response),
+    Direct {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: DirectBody,
+    },
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status())
+            .field("headers", self.headers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Answer {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match &self.inner {
+            AnswerInner::Reqwest(response) => response.status(),
+            AnswerInner::Direct { status, .. } => *status,
+        }
+    }
+
+    /// The answer's headers.
+    #[must_use]
+    pub fn headers(&self) -> &HeaderMap {
+        match &self.inner {
+            AnswerInner::Reqwest(response) => response.headers(),
+            AnswerInner::Direct { headers, .. } => headers,
+        }
+    }
+
+    /// The server's rate-limit state read from the headers ([`RateLimitInfo::from_headers`];
+    /// `None` when it sent none).
+    #[must_use]
+    pub fn rate_limit(&self) -> Option<RateLimitInfo> {
+        RateLimitInfo::from_headers(self.headers())
+    }
+
+    /// Reads the whole body.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError::Transport`] when reading fails, [`LlmError::Timeout`] when a timeout passes.
+    pub async fn bytes(self) -> Result<Bytes, LlmError> {
+        match self.inner {
+            AnswerInner::Reqwest(response) => response
+                .bytes()
+                .await
+                .map_err(|e| map_reqwest(e, &self.upstream)),
+            AnswerInner::Direct { mut body, .. } => {
+                let Some(first) = body.next().await.transpose()? else {
+                    return Ok(Bytes::new());
+                };
+                let Some(second) = body.next().await.transpose()? else {
+                    return Ok(first); // the common case: one chunk, no copy
+                };
+                let mut all = BytesMut::with_capacity(first.len() + second.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&second);
+                while let Some(chunk) = body.next().await.transpose()? {
+                    all.extend_from_slice(&chunk);
+                }
+                Ok(all.freeze())
+            }
+        }
+    }
+
+    /// The body as a stream of chunks.
+    fn into_stream(self) -> ByteStream {
+        match self.inner {
+            AnswerInner::Reqwest(response) => {
+                let upstream = self.upstream;
+                Box::pin(
+                    response
+                        .bytes_stream()
+                        .map(move |chunk| chunk.map_err(|e| map_reqwest(e, &upstream))),
+                )
+            }
+            AnswerInner::Direct { body, .. } => Box::pin(body),
+        }
+    }
+}
 
 /// A dialect's stream decoder: turns the chunks of a streamed body into [`StreamItem`]s, which
 /// it queues until [`HttpEndpoint::chat_stream`] takes them.
@@ -348,17 +479,27 @@ pub trait StreamDecoder: Send + 'static {
 /// One provider endpoint: the HTTP client, the base URL that paths are joined to, a name for
 /// what is called (in transport error messages) and how to read the dialect's error bodies.
 ///
-/// Cheap to clone: the connection pool is shared.
+/// Cheap to clone: the connection pools are shared.
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
     client: reqwest::Client,
+    /// The lean client, for JSON posts when the base URL is plain HTTP and no proxy is set.
+    direct: Option<Arc<Direct>>,
     /// The base URL as text, ending with `/`.
     base: String,
-    upstream: String,
+    upstream: Arc<str>,
     error_hint: fn(&str) -> ErrorHint,
     /// Endpoint URLs parsed once (a provider calls a handful of paths): parsing a URL per
     /// request (IDNA included) is a measurable share of a gateway's CPU.
-    parsed: Arc<RwLock<HashMap<String, reqwest::Url>>>,
+    parsed: Arc<RwLock<HashMap<String, Target>>>,
+}
+
+/// An endpoint URL, parsed for each client.
+#[derive(Debug, Clone)]
+struct Target {
+    url: reqwest::Url,
+    /// For the lean client; `None` when it has none or the URL is not a valid `Uri`.
+    uri: Option<Uri>,
 }
 
 impl HttpEndpoint {
@@ -367,46 +508,61 @@ impl HttpEndpoint {
     /// body of a non-2xx answer for [`classify_http`].
     #[must_use]
     pub fn new(
-        client: reqwest::Client,
+        client: HttpClient,
         base_url: &str,
         upstream: impl Into<String>,
         error_hint: fn(&str) -> ErrorHint,
     ) -> Self {
         let mut base = base_url.trim_end_matches('/').to_owned();
         base.push('/');
+        let plain_http = base
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
         HttpEndpoint {
-            client,
+            client: client.reqwest,
+            direct: client.direct.filter(|_| plain_http),
             base,
-            upstream: upstream.into(),
+            upstream: Arc::from(upstream.into()),
             error_hint,
             parsed: Arc::default(),
         }
     }
 
-    /// The parsed URL of `path` below the base URL, from the cache when seen before; `None`
+    /// The parsed URLs of `path` below the base URL, from the cache when seen before; `None`
     /// when it does not parse (the request then fails in reqwest with its own error).
-    fn parsed_url(&self, path: &str) -> Option<reqwest::Url> {
-        if let Some(url) = self
+    fn target(&self, path: &str) -> Option<Target> {
+        if let Some(target) = self
             .parsed
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(path)
         {
-            return Some(url.clone());
+            return Some(target.clone());
         }
         let url = reqwest::Url::parse(&self.url(path)).ok()?;
+        let uri = self
+            .direct
+            .as_ref()
+            .and_then(|_| url.as_str().parse::<Uri>().ok());
+        let target = Target { url, uri };
         let mut cache = self.parsed.write().unwrap_or_else(PoisonError::into_inner);
         // Paths come from provider code, not from requests; the bound is a safety net.
         if cache.len() < 64 {
-            cache.insert(path.to_owned(), url.clone());
+            cache.insert(path.to_owned(), target.clone());
         }
-        Some(url)
+        Some(target)
     }
 
-    /// The HTTP client.
+    /// The reqwest client.
     #[must_use]
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Whether JSON posts go through the lean client (a plain-HTTP base URL, no proxy set).
+    #[must_use]
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The URL of an endpoint below the base URL (`"v1/messages"` below
@@ -416,28 +572,21 @@ impl HttpEndpoint {
         format!("{}{path}", self.base)
     }
 
-    /// A `GET` of `path` below the base URL.
+    /// A `GET` of `path` below the base URL, to send with [`HttpEndpoint::send`].
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        match self.parsed_url(path) {
-            Some(url) => self.client.get(url),
+        match self.target(path) {
+            Some(target) => self.client.get(target.url),
             None => self.client.get(self.url(path)),
         }
     }
 
-    /// A `POST` to `path` below the base URL.
+    /// A `POST` to `path` below the base URL, to send with [`HttpEndpoint::send`] (for JSON
+    /// bodies, [`HttpEndpoint::post_json`] is leaner).
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        match self.parsed_url(path) {
-            Some(url) => self.client.post(url),
+        match self.target(path) {
+            Some(target) => self.client.post(target.url),
             None => self.client.post(self.url(path)),
         }
-    }
-
-    /// A `POST` to `path` below the base URL of a body already serialized as JSON (for
-    /// providers that write their bodies straight to bytes).
-    pub fn post_json(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-        self.post(path)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
     }
 
     /// Maps a reqwest failure of this endpoint (see [`map_reqwest`]).
@@ -446,24 +595,92 @@ impl HttpEndpoint {
         map_reqwest(error, &self.upstream)
     }
 
-    /// Sends a request; a non-2xx answer becomes its classified error ([`classify_http`] with
-    /// the status, the headers, the body and what the dialect's `error_hint` read from it).
+    /// Posts `body`, already serialized as JSON, to `path` below the base URL with
+    /// `Accept: {accept}`; a non-2xx answer becomes its classified error.
+    ///
+    /// Through the lean client when the endpoint [`is_direct`](HttpEndpoint::is_direct), else
+    /// through reqwest; the same headers, timeouts and error classes either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`HttpEndpoint::send`].
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        accept: &'static str,
+    ) -> Result<Answer, LlmError> {
+        let target = self.target(path);
+        if let (Some(direct), Some(Target { uri: Some(uri), .. })) = (&self.direct, &target) {
+            let (status, headers, body) = direct
+                .post_json(uri.clone(), body, accept, &self.upstream)
+                .await?;
+            let answer = Answer {
+                inner: AnswerInner::Direct {
+                    status,
+                    headers,
+                    body,
+                },
+                upstream: Arc::clone(&self.upstream),
+            };
+            return self.successful(answer).await;
+        }
+        let request = match target {
+            Some(target) => self.client.post(target.url),
+            None => self.client.post(self.url(path)),
+        };
+        self.send(
+            request
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, accept)
+                .body(body),
+        )
+        .await
+    }
+
+    /// Serializes `body` as JSON and posts it (see [`HttpEndpoint::post_json`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError::InvalidRequest`] when `body` does not serialize; then as
+    /// [`HttpEndpoint::post_json`].
+    pub async fn post_value<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+        accept: &'static str,
+    ) -> Result<Answer, LlmError> {
+        let body = serde_json::to_vec(body).map_err(|e| LlmError::InvalidRequest {
+            message: format!("cannot serialize the request body: {e}"),
+        })?;
+        self.post_json(path, body, accept).await
+    }
+
+    /// Sends a request built on [`HttpEndpoint::get`] / [`HttpEndpoint::post`]; a non-2xx
+    /// answer becomes its classified error ([`classify_http`] with the status, the headers, the
+    /// body and what the dialect's `error_hint` read from it).
     ///
     /// # Errors
     ///
     /// The classified error of a non-2xx answer; a transport error (see [`map_reqwest`]) when
     /// no answer came.
-    pub async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, LlmError> {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, LlmError> {
         let response = request.send().await.map_err(|e| self.map_error(e))?;
-        let status = response.status();
+        self.successful(Answer {
+            inner: AnswerInner::Reqwest(response),
+            upstream: Arc::clone(&self.upstream),
+        })
+        .await
+    }
+
+    /// The answer when it is a 2xx, else its classified error.
+    async fn successful(&self, answer: Answer) -> Result<Answer, LlmError> {
+        let status = answer.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(answer);
         }
-        let headers = response.headers().clone();
-        let body = match response.bytes().await {
+        let headers = answer.headers().clone();
+        let body = match answer.bytes().await {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(_) => String::new(), // the status alone still classifies
         };
@@ -477,25 +694,7 @@ impl HttpEndpoint {
     ///
     /// As [`HttpEndpoint::send`]; a transport error when reading the body fails.
     pub async fn send_bytes(&self, request: reqwest::RequestBuilder) -> Result<Bytes, LlmError> {
-        self.send_bytes_with_rate_limit(request)
-            .await
-            .map(|(bytes, _)| bytes)
-    }
-
-    /// Like [`HttpEndpoint::send_bytes`], also returning the server's rate-limit state read from
-    /// the 2xx answer's headers ([`RateLimitInfo::from_headers`]; `None` when it sent none).
-    ///
-    /// # Errors
-    ///
-    /// As [`HttpEndpoint::send_bytes`].
-    pub async fn send_bytes_with_rate_limit(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(Bytes, Option<RateLimitInfo>), LlmError> {
-        let response = self.send(request).await?;
-        let rate_limit = RateLimitInfo::from_headers(response.headers());
-        let bytes = response.bytes().await.map_err(|e| self.map_error(e))?;
-        Ok((bytes, rate_limit))
+        self.send(request).await?.bytes().await
     }
 
     /// The chat stream of a streamed answer: its body is fed to `decoder` chunk by chunk, and
@@ -504,31 +703,24 @@ impl HttpEndpoint {
     ///
     /// Dropping the stream drops the body, which closes the connection.
     #[must_use]
-    pub fn chat_stream<D: StreamDecoder>(
-        &self,
-        response: reqwest::Response,
-        decoder: D,
-    ) -> ChatStream {
-        let body: ByteStream = Box::pin(response.bytes_stream());
-        let upstream = self.upstream.clone();
-        let stream = futures_util::stream::unfold(
-            (body, decoder, upstream),
-            |(mut body, mut decoder, upstream)| async move {
+    pub fn chat_stream<D: StreamDecoder>(&self, answer: Answer, decoder: D) -> ChatStream {
+        let body = answer.into_stream();
+        let stream =
+            futures_util::stream::unfold((body, decoder), |(mut body, mut decoder)| async move {
                 loop {
                     if let Some(item) = decoder.next_item() {
-                        return Some((item, (body, decoder, upstream)));
+                        return Some((item, (body, decoder)));
                     }
                     if decoder.is_finished() {
                         return None;
                     }
                     match body.next().await {
                         Some(Ok(bytes)) => decoder.feed(&bytes),
-                        Some(Err(e)) => decoder.fail(map_reqwest(e, &upstream)),
+                        Some(Err(e)) => decoder.fail(e),
                         None => decoder.end(),
                     }
                 }
-            },
-        );
+            });
         guard_stream(stream)
     }
 }
@@ -703,6 +895,12 @@ mod tests {
             "transport error: cannot connect to the test server"
         );
         assert!(refused.is_retryable());
+        let refused = e.post_json("x", Vec::new(), "*/*").await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Transport);
+        assert_eq!(
+            refused.to_string(),
+            "transport error: cannot connect to the test server"
+        );
 
         let bad = e.send(e.client().get("not a url")).await.unwrap_err();
         assert_eq!(bad.kind(), ErrorKind::InvalidRequest);
@@ -712,7 +910,18 @@ mod tests {
         );
     }
 
-    /// Over a real loopback socket (tokio's `net` comes with the `test-util` feature).
+    #[test]
+    fn only_plain_http_endpoints_post_directly() {
+        assert!(endpoint("http://127.0.0.1:1/v1").is_direct());
+        assert!(endpoint("HTTP://h:1").is_direct());
+        assert!(!endpoint("https://api.openai.com/v1").is_direct());
+        let mut e = endpoint("http://h:1/v1");
+        e.direct = None;
+        assert!(!e.is_direct());
+    }
+
+    /// Over a real loopback socket (tokio's `net` comes with the `test-util` feature). Each
+    /// test runs against both clients: the lean one and reqwest.
     #[cfg(feature = "test-util")]
     mod socket {
         use std::collections::VecDeque;
@@ -726,16 +935,27 @@ mod tests {
         use crate::error::ErrorKind;
         use crate::types::{StreamFinal, Usage};
 
-        /// Serves one connection with `answer` (a whole HTTP/1.1 response), then closes it; the
-        /// test awaits the returned task.
-        async fn serve_once(answer: &'static str) -> (String, JoinHandle<()>) {
+        /// Serves one connection: reads the request head and body, writes `answer` (part of or
+        /// a whole HTTP/1.1 response), then closes the connection, or with `hold` keeps it
+        /// open until the client goes. The task returns the request as text.
+        async fn serve(answer: &'static str, hold: bool) -> (String, JoinHandle<String>) {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             let server = tokio::spawn(async move {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 let mut request = Vec::new();
                 let mut buf = [0_u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                loop {
+                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
                     let n = socket.read(&mut buf).await.unwrap();
                     if n == 0 {
                         break;
@@ -743,45 +963,156 @@ mod tests {
                     request.extend_from_slice(&buf[..n]);
                 }
                 socket.write_all(answer.as_bytes()).await.unwrap();
-                socket.shutdown().await.unwrap();
+                if hold {
+                    // Until the client closes its end.
+                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                } else {
+                    socket.shutdown().await.unwrap();
+                }
+                String::from_utf8(request).unwrap()
             });
             (base, server)
         }
 
-        fn endpoint(base: &str) -> HttpEndpoint {
-            let client = ClientBuilder::new("p", &BTreeMap::new())
-                .unwrap()
-                .build(&TimeoutConfig::default())
-                .unwrap();
-            HttpEndpoint::new(client, base, "the test server", |body| {
+        async fn serve_once(answer: &'static str) -> (String, JoinHandle<String>) {
+            serve(answer, false).await
+        }
+
+        /// The endpoint on both clients: `[lean, reqwest]`.
+        fn endpoints(base: &str, timeout: &TimeoutConfig) -> [HttpEndpoint; 2] {
+            let mut builder = ClientBuilder::new("p", &BTreeMap::new()).unwrap();
+            builder.bearer_auth("api_key", "sk-test").unwrap();
+            let client = builder.build(timeout).unwrap();
+            let direct = HttpEndpoint::new(client, base, "the test server", |body| {
                 ErrorHint::message(body.trim().trim_start_matches("error: "))
-            })
+            });
+            assert!(direct.is_direct());
+            let mut reqwest = direct.clone();
+            reqwest.direct = None;
+            [direct, reqwest]
         }
 
         #[tokio::test]
         async fn non_2xx_answers_are_classified_with_the_dialect_hint() {
-            let (base, server) = serve_once(
-                "HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 17\r\nconnection: close\r\n\r\nerror: slow down\n",
-            )
-            .await;
-            let e = endpoint(&base);
-            let err = e.send(e.post("v1/x")).await.unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::RateLimited);
-            assert_eq!(err.status(), Some(429));
-            assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(3)));
-            assert_eq!(err.api().unwrap().message, "slow down");
-            server.await.unwrap();
+            for direct in [true, false] {
+                let (base, server) = serve_once(
+                    "HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 17\r\nconnection: close\r\n\r\nerror: slow down\n",
+                )
+                .await;
+                let [lean, reqwest] = endpoints(&base, &TimeoutConfig::default());
+                let e = if direct { lean } else { reqwest };
+                let err = e
+                    .post_json("v1/x", b"{}".to_vec(), "*/*")
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::RateLimited, "direct {direct}");
+                assert_eq!(err.status(), Some(429));
+                assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(3)));
+                assert_eq!(err.api().unwrap().message, "slow down");
+                server.await.unwrap();
+            }
         }
 
         #[tokio::test]
-        async fn a_2xx_body_is_read_whole() {
+        async fn a_2xx_body_is_read_whole_and_the_request_carries_the_headers() {
+            for direct in [true, false] {
+                let (base, server) = serve_once(
+                    "HTTP/1.1 200 OK\r\nx-ratelimit-remaining-requests: 7\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+                )
+                .await;
+                let [lean, reqwest] = endpoints(&base, &TimeoutConfig::default());
+                let e = if direct { lean } else { reqwest };
+                let answer = e
+                    .post_json("v1/chat", br#"{"q":1}"#.to_vec(), "text/event-stream")
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), StatusCode::OK);
+                assert_eq!(answer.rate_limit().unwrap().remaining_requests, Some(7));
+                assert_eq!(answer.bytes().await.unwrap(), "hello", "direct {direct}");
+                let request = server.await.unwrap();
+                let lower = request.to_lowercase();
+                assert!(
+                    request.starts_with("POST /v1/chat HTTP/1.1\r\n"),
+                    "{request}"
+                );
+                for header in [
+                    "content-type: application/json",
+                    "accept: text/event-stream",
+                    "authorization: bearer sk-test",
+                    "content-length: 7",
+                    &format!("host: {}", base.trim_start_matches("http://")),
+                ] {
+                    assert!(
+                        lower.contains(header),
+                        "direct {direct}: {header} in {request}"
+                    );
+                }
+                assert!(request.ends_with("\r\n\r\n{\"q\":1}"), "{request}");
+            }
+        }
+
+        #[tokio::test]
+        async fn get_goes_through_reqwest_with_the_default_headers() {
             let (base, server) = serve_once(
                 "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
             )
             .await;
-            let e = endpoint(&base);
+            let [e, _] = endpoints(&base, &TimeoutConfig::default());
             assert_eq!(e.send_bytes(e.get("m")).await.unwrap(), "hello");
-            server.await.unwrap();
+            let request = server.await.unwrap().to_lowercase();
+            assert!(request.starts_with("get /m http/1.1"), "{request}");
+            assert!(
+                request.contains("authorization: bearer sk-test"),
+                "{request}"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_silent_server_is_a_timeout() {
+            let timeout = TimeoutConfig {
+                request: Duration::from_secs(30),
+                ..TimeoutConfig::default()
+            };
+            for direct in [true, false] {
+                // Reads the request, never answers.
+                let (base, server) = serve("", true).await;
+                let [lean, reqwest] = endpoints(&base, &timeout);
+                let e = if direct { lean } else { reqwest };
+                let err = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Timeout, "direct {direct}: {err}");
+                assert!(err.is_retryable());
+                assert!(
+                    err.to_string().contains("the request to the test server"),
+                    "{err}"
+                );
+                drop(e);
+                server.await.unwrap();
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_stream_that_goes_quiet_hits_the_read_timeout() {
+            let timeout = TimeoutConfig {
+                read: Some(Duration::from_secs(5)),
+                ..TimeoutConfig::default()
+            };
+            for direct in [true, false] {
+                let (base, server) = serve(
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab\n\r\n",
+                    true,
+                )
+                .await;
+                let [lean, reqwest] = endpoints(&base, &timeout);
+                let e = if direct { lean } else { reqwest };
+                let answer = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap();
+                let items: Vec<_> = e.chat_stream(answer, Lines::default()).collect().await;
+                assert_eq!(items.len(), 2, "direct {direct}: {items:?}");
+                assert!(matches!(&items[0], Ok(StreamItem::Delta(t)) if t == "ab"));
+                let last = items[1].as_ref().unwrap_err();
+                assert_eq!(last.kind(), ErrorKind::Timeout, "direct {direct}: {last}");
+                drop(e);
+                server.await.unwrap();
+            }
         }
 
         /// A decoder of lines: each line is a delta, `END` finishes.
@@ -836,48 +1167,58 @@ mod tests {
             }
         }
 
-        async fn collect(answer: &'static str) -> Vec<Result<StreamItem, LlmError>> {
-            let (base, server) = serve_once(answer).await;
-            let e = endpoint(&base);
-            let response = e.send(e.post("stream")).await.unwrap();
-            let items = e.chat_stream(response, Lines::default()).collect().await;
-            server.await.unwrap();
-            items
+        /// The items of `answer` streamed through [`Lines`], on the lean client and on reqwest.
+        async fn collect(answer: &'static str) -> [Vec<Result<StreamItem, LlmError>>; 2] {
+            let mut out = [Vec::new(), Vec::new()];
+            for (i, items) in out.iter_mut().enumerate() {
+                let (base, server) = serve_once(answer).await;
+                let e = endpoints(&base, &TimeoutConfig::default())[i].clone();
+                let answer = e.post_json("stream", Vec::new(), "*/*").await.unwrap();
+                *items = e.chat_stream(answer, Lines::default()).collect().await;
+                server.await.unwrap();
+            }
+            out
         }
 
         #[tokio::test]
         async fn streams_yield_the_decoders_items_and_stop_at_the_terminal_one() {
-            let items = collect(
+            for items in collect(
                 "HTTP/1.1 200 OK\r\ncontent-length: 20\r\nconnection: close\r\n\r\nHel\nlo\nEND\nlate\nEND\n",
             )
-            .await;
-            assert_eq!(items.len(), 3, "{items:?}");
-            assert!(matches!(&items[0], Ok(StreamItem::Delta(t)) if t == "Hel"));
-            assert!(matches!(&items[1], Ok(StreamItem::Delta(t)) if t == "lo"));
-            assert!(matches!(&items[2], Ok(StreamItem::Done(_))));
+            .await
+            {
+                assert_eq!(items.len(), 3, "{items:?}");
+                assert!(matches!(&items[0], Ok(StreamItem::Delta(t)) if t == "Hel"));
+                assert!(matches!(&items[1], Ok(StreamItem::Delta(t)) if t == "lo"));
+                assert!(matches!(&items[2], Ok(StreamItem::Done(_))));
+            }
         }
 
         #[tokio::test]
         async fn a_body_that_ends_early_is_the_decoders_truncation() {
-            let items =
+            for items in
                 collect("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nab\n")
-                    .await;
-            assert_eq!(items.len(), 2, "{items:?}");
-            assert_eq!(
-                items[1].as_ref().unwrap_err().kind(),
-                ErrorKind::StreamTruncated
-            );
+                    .await
+            {
+                assert_eq!(items.len(), 2, "{items:?}");
+                assert_eq!(
+                    items[1].as_ref().unwrap_err().kind(),
+                    ErrorKind::StreamTruncated
+                );
+            }
         }
 
         #[tokio::test]
         async fn a_body_cut_mid_transfer_is_a_transport_error() {
             // Promises 100 bytes, sends 3, closes.
-            let items =
+            for items in
                 collect("HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\nab\n")
-                    .await;
-            let last = items.last().unwrap().as_ref().unwrap_err();
-            assert_eq!(last.kind(), ErrorKind::Transport, "{last}");
-            assert!(items.len() <= 2, "{items:?}");
+                    .await
+            {
+                let last = items.last().unwrap().as_ref().unwrap_err();
+                assert_eq!(last.kind(), ErrorKind::Transport, "{last}");
+                assert!(items.len() <= 2, "{items:?}");
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use quorum_llm::http_client::{Answer, ClientBuilder, HttpEndpoint, StreamDecoder};
+use quorum_llm::http_client::{ClientBuilder, HttpEndpoint, StreamDecoder};
 use quorum_llm::{
     ChatRequest, ChatResponse, ChatStream, EmbeddingRequest, EmbeddingResponse, Embeddings,
     ErrorHint, LlmError, ModelInfo, Provider, ProviderFactory, StreamFinal, StreamItem, Timings,
@@ -79,16 +79,6 @@ impl OllamaProvider {
     fn keep_alive(&self) -> Option<KeepAlive> {
         self.inner.config.keep_alive
     }
-
-    /// Posts a JSON body and waits for a 2xx answer.
-    async fn post(
-        &self,
-        path: &str,
-        body: &Value,
-        accept: &'static str,
-    ) -> Result<Answer, LlmError> {
-        self.inner.endpoint.post_value(path, body, accept).await
-    }
 }
 
 /// Decodes one answer object; an `{"error": ...}` object is returned as its classified error.
@@ -118,7 +108,9 @@ impl Provider for OllamaProvider {
         let endpoint = wire::select_endpoint(request, &self.inner.config)?;
         let body = wire::chat_body(request, endpoint, false, self.keep_alive())?;
         let bytes = self
-            .post(endpoint.path(), &body, "application/json")
+            .inner
+            .endpoint
+            .post_value(endpoint.path(), &body, "application/json")
             .await?
             .bytes()
             .await?;
@@ -150,7 +142,9 @@ impl Provider for OllamaProvider {
         let endpoint = wire::select_endpoint(request, &self.inner.config)?;
         let body = wire::chat_body(request, endpoint, true, self.keep_alive())?;
         let answer = self
-            .post(endpoint.path(), &body, "application/x-ndjson")
+            .inner
+            .endpoint
+            .post_value(endpoint.path(), &body, "application/x-ndjson")
             .await?;
         let state = StreamState::new(
             endpoint,
@@ -182,7 +176,9 @@ impl Embeddings for OllamaProvider {
         }
         let body = wire::embed_body(request, self.keep_alive())?;
         let bytes = self
-            .post("api/embed", &body, "application/json")
+            .inner
+            .endpoint
+            .post_value("api/embed", &body, "application/json")
             .await?
             .bytes()
             .await?;

@@ -5,8 +5,9 @@
 //!
 //! JSON posts ([`HttpEndpoint::post_json`], what every chat call is) to a plain `http://` base URL
 //! go through hyper's pooled client directly when no proxy is set in the environment; everything
-//! else (HTTPS, proxies, other requests) through reqwest. Both behave the same to the caller:
-//! default headers, timeouts, error classes.
+//! else (HTTPS, proxies, credentials in the URL, redirects, `GET`s) through reqwest. To the
+//! caller both send the same headers under the same timeouts and fail with the same error
+//! classes.
 //!
 //! What stays in each provider crate is its dialect: the wire types, how its error bodies read
 //! (the `error_hint` function an [`HttpEndpoint`] is given), extra base-URL rules, and the
@@ -66,7 +67,7 @@ use direct::{Direct, DirectBody};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutConfig {
-    /// Establishing the connection (TCP + TLS). Default `10s`.
+    /// Establishing a connection (name resolution, TCP, TLS). Default `10s`.
     pub connect: Duration,
     /// The whole request, including reading a streamed body (and, for a local server, loading
     /// the model). Default `10m` (what the official SDKs use).
@@ -283,8 +284,13 @@ impl<'a> ClientBuilder<'a> {
     /// [`LlmError::Config`] when the HTTP client cannot be built (its TLS backend fails to
     /// load...).
     pub fn build(self, timeout: &TimeoutConfig) -> Result<HttpClient, LlmError> {
-        let direct = (!direct::proxy_in_env(|name| std::env::var_os(name)))
-            .then(|| Arc::new(Direct::new(self.headers.clone(), *timeout)));
+        let proxy = direct::proxy_in_env(|name| std::env::var_os(name));
+        self.build_with(timeout, proxy)
+    }
+
+    /// [`ClientBuilder::build`] with the environment's proxy setting given.
+    fn build_with(self, timeout: &TimeoutConfig, proxy: bool) -> Result<HttpClient, LlmError> {
+        let direct = (!proxy).then(|| Arc::new(Direct::new(self.headers.clone(), *timeout)));
         let builder = reqwest::Client::builder().default_headers(self.headers);
         let reqwest = timeout
             .apply(builder)
@@ -323,14 +329,6 @@ pub struct HttpClient {
     direct: Option<Arc<Direct>>,
 }
 
-impl HttpClient {
-    /// The reqwest client.
-    #[must_use]
-    pub fn reqwest(&self) -> &reqwest::Client {
-        &self.reqwest
-    }
-}
-
 /// Maps a reqwest failure to its class, keeping it as the source. `upstream` names what was
 /// called in the messages (`"the provider"`: "cannot connect to the provider").
 ///
@@ -355,7 +353,7 @@ pub fn map_reqwest(error: reqwest::Error, upstream: &str) -> LlmError {
 }
 
 /// The body of an answer as a stream of chunks; a failed read is its classified error.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, LlmError>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, LlmError>> + Send>>;
 
 /// A 2xx answer (from [`HttpEndpoint::post_json`] or [`HttpEndpoint::send`]): its headers
 /// now, its body when read ([`Answer::bytes`]) or streamed ([`HttpEndpoint::chat_stream`]).
@@ -483,7 +481,8 @@ pub trait StreamDecoder: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
     client: reqwest::Client,
-    /// The lean client, for JSON posts when the base URL is plain HTTP and no proxy is set.
+    /// The lean client, for JSON posts when the base URL is plain HTTP without credentials and
+    /// no proxy is set.
     direct: Option<Arc<Direct>>,
     /// The base URL as text, ending with `/`.
     base: String,
@@ -515,9 +514,10 @@ impl HttpEndpoint {
     ) -> Self {
         let mut base = base_url.trim_end_matches('/').to_owned();
         base.push('/');
-        let plain_http = base
-            .get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+        // reqwest turns credentials in the URL into a Basic `Authorization` header.
+        let plain_http = reqwest::Url::parse(&base).is_ok_and(|url| {
+            url.scheme() == "http" && url.username().is_empty() && url.password().is_none()
+        });
         HttpEndpoint {
             client: client.reqwest,
             direct: client.direct.filter(|_| plain_http),
@@ -574,18 +574,20 @@ impl HttpEndpoint {
 
     /// A `GET` of `path` below the base URL, to send with [`HttpEndpoint::send`].
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        match self.target(path) {
-            Some(target) => self.client.get(target.url),
-            None => self.client.get(self.url(path)),
-        }
+        self.reqwest(reqwest::Method::GET, path, self.target(path))
     }
 
-    /// A `POST` to `path` below the base URL, to send with [`HttpEndpoint::send`] (for JSON
-    /// bodies, [`HttpEndpoint::post_json`] is leaner).
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        match self.target(path) {
-            Some(target) => self.client.post(target.url),
-            None => self.client.post(self.url(path)),
+    /// A reqwest request to `path`, at its parsed URL when there is one (else reqwest reports
+    /// the bad URL when the request is sent).
+    fn reqwest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        target: Option<Target>,
+    ) -> reqwest::RequestBuilder {
+        match target {
+            Some(target) => self.client.request(method, target.url),
+            None => self.client.request(method, self.url(path)),
         }
     }
 
@@ -599,7 +601,8 @@ impl HttpEndpoint {
     /// `Accept: {accept}`; a non-2xx answer becomes its classified error.
     ///
     /// Through the lean client when the endpoint [`is_direct`](HttpEndpoint::is_direct), else
-    /// through reqwest; the same headers, timeouts and error classes either way.
+    /// through reqwest; the same headers, timeouts and error classes either way. A redirect
+    /// answered to the lean client is sent again through reqwest, which follows it.
     ///
     /// # Errors
     ///
@@ -610,25 +613,25 @@ impl HttpEndpoint {
         body: Vec<u8>,
         accept: &'static str,
     ) -> Result<Answer, LlmError> {
+        let body = Bytes::from(body);
         let target = self.target(path);
         if let (Some(direct), Some(Target { uri: Some(uri), .. })) = (&self.direct, &target) {
-            let (status, headers, body) = direct
-                .post_json(uri.clone(), body, accept, &self.upstream)
+            let (status, headers, answer_body) = direct
+                .post_json(uri.clone(), body.clone(), accept, &self.upstream)
                 .await?;
-            let answer = Answer {
-                inner: AnswerInner::Direct {
-                    status,
-                    headers,
-                    body,
-                },
-                upstream: Arc::clone(&self.upstream),
-            };
-            return self.successful(answer).await;
+            if !status.is_redirection() {
+                let answer = Answer {
+                    inner: AnswerInner::Direct {
+                        status,
+                        headers,
+                        body: answer_body,
+                    },
+                    upstream: Arc::clone(&self.upstream),
+                };
+                return self.successful(answer).await;
+            }
         }
-        let request = match target {
-            Some(target) => self.client.post(target.url),
-            None => self.client.post(self.url(path)),
-        };
+        let request = self.reqwest(reqwest::Method::POST, path, target);
         self.send(
             request
                 .header(CONTENT_TYPE, "application/json")
@@ -656,7 +659,7 @@ impl HttpEndpoint {
         self.post_json(path, body, accept).await
     }
 
-    /// Sends a request built on [`HttpEndpoint::get`] / [`HttpEndpoint::post`]; a non-2xx
+    /// Sends a request built on [`HttpEndpoint::get`] (or [`HttpEndpoint::client`]); a non-2xx
     /// answer becomes its classified error ([`classify_http`] with the status, the headers, the
     /// body and what the dialect's `error_hint` read from it).
     ///
@@ -735,10 +738,11 @@ mod tests {
         ErrorHint::default()
     }
 
+    /// An endpoint built as if no proxy were set in the environment.
     fn endpoint(base: &str) -> HttpEndpoint {
         let client = ClientBuilder::new("p", &BTreeMap::new())
             .unwrap()
-            .build(&TimeoutConfig::default())
+            .build_with(&TimeoutConfig::default(), false)
             .unwrap();
         HttpEndpoint::new(client, base, "the test server", no_hint)
     }
@@ -911,12 +915,18 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_endpoints_post_directly() {
+    fn only_plain_http_endpoints_without_credentials_or_proxy_post_directly() {
         assert!(endpoint("http://127.0.0.1:1/v1").is_direct());
         assert!(endpoint("HTTP://h:1").is_direct());
+        assert!(endpoint("http://[::1]:8000/v1").is_direct());
         assert!(!endpoint("https://api.openai.com/v1").is_direct());
-        let mut e = endpoint("http://h:1/v1");
-        e.direct = None;
+        assert!(!endpoint("http://user:pass@h:1/v1").is_direct());
+        assert!(!endpoint("http://user@h:1/v1").is_direct());
+        let proxied = ClientBuilder::new("p", &BTreeMap::new())
+            .unwrap()
+            .build_with(&TimeoutConfig::default(), true)
+            .unwrap();
+        let e = HttpEndpoint::new(proxied, "http://h:1/v1", "the test server", no_hint);
         assert!(!e.is_direct());
     }
 
@@ -935,54 +945,63 @@ mod tests {
         use crate::error::ErrorKind;
         use crate::types::{StreamFinal, Usage};
 
-        /// Serves one connection: reads the request head and body, writes `answer` (part of or
-        /// a whole HTTP/1.1 response), then closes the connection, or with `hold` keeps it
-        /// open until the client goes. The task returns the request as text.
-        async fn serve(answer: &'static str, hold: bool) -> (String, JoinHandle<String>) {
+        /// Serves `connections` connections one after the other: on each, reads the request
+        /// head and body, writes `answer` (part of or a whole HTTP/1.1 response), then closes
+        /// the connection, or with `hold` keeps it open until the client goes. The task returns
+        /// the last request as text.
+        async fn serve(
+            answer: &'static str,
+            hold: bool,
+            connections: usize,
+        ) -> (String, JoinHandle<String>) {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             let server = tokio::spawn(async move {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0_u8; 1024];
-                loop {
-                    if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
-                        if request.len() >= end + 4 + length {
+                let mut last = String::new();
+                for _ in 0..connections {
+                    let (mut socket, _) = listener.accept().await.unwrap();
+                    let mut request = Vec::new();
+                    let mut buf = [0_u8; 1024];
+                    loop {
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                        let n = socket.read(&mut buf).await.unwrap();
+                        if n == 0 {
                             break;
                         }
+                        request.extend_from_slice(&buf[..n]);
                     }
-                    let n = socket.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    if hold {
+                        // Until the client closes its end.
+                        while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    } else {
+                        socket.shutdown().await.unwrap();
                     }
-                    request.extend_from_slice(&buf[..n]);
+                    last = String::from_utf8(request).unwrap();
                 }
-                socket.write_all(answer.as_bytes()).await.unwrap();
-                if hold {
-                    // Until the client closes its end.
-                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                } else {
-                    socket.shutdown().await.unwrap();
-                }
-                String::from_utf8(request).unwrap()
+                last
             });
             (base, server)
         }
 
         async fn serve_once(answer: &'static str) -> (String, JoinHandle<String>) {
-            serve(answer, false).await
+            serve(answer, false, 1).await
         }
 
         /// The endpoint on both clients: `[lean, reqwest]`.
         fn endpoints(base: &str, timeout: &TimeoutConfig) -> [HttpEndpoint; 2] {
             let mut builder = ClientBuilder::new("p", &BTreeMap::new()).unwrap();
             builder.bearer_auth("api_key", "sk-test").unwrap();
-            let client = builder.build(timeout).unwrap();
+            let client = builder.build_with(timeout, false).unwrap();
             let direct = HttpEndpoint::new(client, base, "the test server", |body| {
                 ErrorHint::message(body.trim().trim_start_matches("error: "))
             });
@@ -1075,7 +1094,7 @@ mod tests {
             };
             for direct in [true, false] {
                 // Reads the request, never answers.
-                let (base, server) = serve("", true).await;
+                let (base, server) = serve("", true, 1).await;
                 let [lean, reqwest] = endpoints(&base, &timeout);
                 let e = if direct { lean } else { reqwest };
                 let err = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap_err();
@@ -1090,29 +1109,129 @@ mod tests {
             }
         }
 
+        /// Serves one connection: reads the request, then writes each part after its delay
+        /// (on the test's clock), then holds the connection until the client goes.
+        async fn serve_slowly(parts: Vec<(u64, &'static str)>) -> (String, JoinHandle<()>) {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = [0_u8; 4096];
+                let mut request = Vec::new();
+                while !request.ends_with(b"{}") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the client closed before sending its body");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                for (delay_secs, part) in parts {
+                    tokio::time::sleep(std::time::Duration::from_secs(delay_secs)).await;
+                    if socket.write_all(part.as_bytes()).await.is_err() {
+                        return; // the client gave up
+                    }
+                }
+                while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+            (base, server)
+        }
+
+        const CHUNKED_HEAD: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+
         #[tokio::test(start_paused = true)]
-        async fn a_stream_that_goes_quiet_hits_the_read_timeout() {
+        async fn the_read_timeout_counts_silence_since_the_last_data() {
             let timeout = TimeoutConfig {
                 read: Some(Duration::from_secs(5)),
                 ..TimeoutConfig::default()
             };
             for direct in [true, false] {
-                let (base, server) = serve(
-                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nab\n\r\n",
-                    true,
-                )
+                // Data at 0 s and at 3 s, then silence: the limit passes at 8 s, not 5 s.
+                let (base, server) = serve_slowly(vec![
+                    (0, CHUNKED_HEAD),
+                    (0, "3\r\nab\n\r\n"),
+                    (3, "3\r\ncd\n\r\n"),
+                ])
                 .await;
                 let [lean, reqwest] = endpoints(&base, &timeout);
                 let e = if direct { lean } else { reqwest };
+                let started = tokio::time::Instant::now();
                 let answer = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap();
                 let items: Vec<_> = e.chat_stream(answer, Lines::default()).collect().await;
-                assert_eq!(items.len(), 2, "direct {direct}: {items:?}");
+                let waited = started.elapsed();
+                assert_eq!(items.len(), 3, "direct {direct}: {items:?}");
                 assert!(matches!(&items[0], Ok(StreamItem::Delta(t)) if t == "ab"));
-                let last = items[1].as_ref().unwrap_err();
+                assert!(matches!(&items[1], Ok(StreamItem::Delta(t)) if t == "cd"));
+                let last = items[2].as_ref().unwrap_err();
                 assert_eq!(last.kind(), ErrorKind::Timeout, "direct {direct}: {last}");
+                assert!(
+                    waited >= std::time::Duration::from_secs(8)
+                        && waited < std::time::Duration::from_secs(9),
+                    "direct {direct}: ended after {waited:?}"
+                );
                 drop(e);
                 server.await.unwrap();
             }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_request_timeout_ends_a_body_that_keeps_coming() {
+            let timeout = TimeoutConfig {
+                request: Duration::from_secs(5),
+                read: Some(Duration::from_secs(2)),
+                ..TimeoutConfig::default()
+            };
+            for direct in [true, false] {
+                // A line every second for 20 s: never silent for 2 s, over 5 s in all.
+                let mut parts = vec![(0, CHUNKED_HEAD)];
+                parts.extend(std::iter::repeat_n((1, "2\r\nx\n\r\n"), 20));
+                let (base, server) = serve_slowly(parts).await;
+                let [lean, reqwest] = endpoints(&base, &timeout);
+                let e = if direct { lean } else { reqwest };
+                let started = tokio::time::Instant::now();
+                let answer = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap();
+                let items: Vec<_> = e.chat_stream(answer, Lines::default()).collect().await;
+                let waited = started.elapsed();
+                let last = items.last().unwrap().as_ref().unwrap_err();
+                assert_eq!(last.kind(), ErrorKind::Timeout, "direct {direct}: {last}");
+                assert!(
+                    (4..=5).contains(&(items.len() - 1)),
+                    "direct {direct}: {items:?}"
+                );
+                assert!(
+                    waited >= std::time::Duration::from_secs(5)
+                        && waited < std::time::Duration::from_secs(6),
+                    "direct {direct}: ended after {waited:?}"
+                );
+                drop(e);
+                server.await.unwrap();
+            }
+        }
+
+        #[tokio::test]
+        async fn a_redirect_is_followed_with_the_body() {
+            let (target, target_server) = serve_once(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nmoved",
+            )
+            .await;
+            let redirect: &'static str = Box::leak(
+                format!(
+                    "HTTP/1.1 308 Permanent Redirect\r\nlocation: {target}/v2/chat\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .into_boxed_str(),
+            );
+            // Asked twice: by the lean client, then by reqwest, which follows the redirect.
+            let (base, server) = serve(redirect, false, 2).await;
+            let [e, _] = endpoints(&base, &TimeoutConfig::default());
+            let answer = e
+                .post_json("v1/chat", br#"{"q":1}"#.to_vec(), "*/*")
+                .await
+                .unwrap();
+            assert_eq!(answer.bytes().await.unwrap(), "moved");
+            server.await.unwrap();
+            let request = target_server.await.unwrap();
+            assert!(
+                request.starts_with("POST /v2/chat HTTP/1.1\r\n"),
+                "{request}"
+            );
+            assert!(request.ends_with("{\"q\":1}"), "{request}");
         }
 
         /// A decoder of lines: each line is a delta, `END` finishes.

@@ -3,14 +3,19 @@
 //! round trips, redirect and timeout layers). A gateway in front of a local or in-cluster
 //! inference server (vLLM, Ollama, llama.cpp) spends a tenth of its CPU there.
 //!
-//! It is only used where it behaves exactly like reqwest would: `http://` base URLs with no
-//! proxy set in the environment (reqwest honours `HTTP_PROXY` / `ALL_PROXY`; this client does
-//! not, so any proxy setting leaves every request to reqwest).
+//! It sets up connections as reqwest does (`TCP_NODELAY`, TCP keep-alive 15 s × 3, a 30 s
+//! `TCP_USER_TIMEOUT` on Linux, the connect timeout over DNS and connect, 90 s idle pool) and
+//! keeps reqwest's timeout semantics (the request timeout covers the whole body; the read
+//! timeout is silence while the body is being waited for). What it does not do is left to
+//! reqwest: [`HttpEndpoint`](super::HttpEndpoint) only uses it for `http://` base URLs without
+//! credentials, when no proxy is set in the environment, and sends a redirected request again
+//! through reqwest, which follows it.
 
 use std::error::Error as _;
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,7 +29,8 @@ use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::TimeoutConfig;
@@ -42,9 +48,9 @@ pub(super) fn proxy_in_env(var: impl Fn(&str) -> Option<OsString>) -> bool {
 }
 
 /// hyper's client with what reqwest would add to each request: the default headers, the
-/// timeouts, `TCP_NODELAY`.
+/// timeouts, its socket options.
 pub(super) struct Direct {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<TimedConnector, Full<Bytes>>,
     headers: HeaderMap,
     timeout: TimeoutConfig,
 }
@@ -62,9 +68,18 @@ impl fmt::Debug for Direct {
 impl Direct {
     /// A client sending `headers` with every request, within `timeout`.
     pub(super) fn new(headers: HeaderMap, timeout: TimeoutConfig) -> Self {
+        // reqwest's defaults: a dead peer is noticed in under a minute even with no timeout set.
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout.connect.as_std()));
+        connector.set_keepalive(Some(StdDuration::from_secs(15)));
+        connector.set_keepalive_interval(Some(StdDuration::from_secs(15)));
+        connector.set_keepalive_retries(Some(3));
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        connector.set_tcp_user_timeout(Some(StdDuration::from_secs(30)));
+        let connector = TimedConnector {
+            inner: connector,
+            timeout: timeout.connect.as_std(),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(StdDuration::from_secs(90))
@@ -86,11 +101,11 @@ impl Direct {
     pub(super) async fn post_json(
         &self,
         uri: Uri,
-        body: Vec<u8>,
+        body: Bytes,
         accept: &'static str,
         upstream: &Arc<str>,
     ) -> Result<(StatusCode, HeaderMap, DirectBody), LlmError> {
-        let mut request = Request::new(Full::new(Bytes::from(body)));
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
@@ -101,10 +116,13 @@ impl Direct {
         let mut deadline = Deadline::start(&self.timeout);
         let mut pending = pin!(self.client.request(request));
         let head = std::future::poll_fn(|cx| {
+            if let Poll::Ready(expired) = deadline.poll_request(cx) {
+                return Poll::Ready(Err(expired));
+            }
             if let Poll::Ready(answer) = pending.as_mut().poll(cx) {
                 return Poll::Ready(Ok(answer));
             }
-            deadline.poll_expired(cx).map(Err)
+            deadline.poll_read(cx).map(Err)
         })
         .await;
         let response = match head {
@@ -124,24 +142,54 @@ impl Direct {
     }
 }
 
-/// Maps a failure of hyper's client: a connect timeout is a [`LlmError::Timeout`], another
-/// connect failure or a failed exchange a [`LlmError::Transport`] (what reqwest's mapping gives).
+/// [`HttpConnector`] with the connect timeout over the whole connect, name resolution included
+/// (the connector's own timeout covers only the TCP connects), as reqwest does.
+#[derive(Clone)]
+struct TimedConnector {
+    inner: HttpConnector,
+    timeout: StdDuration,
+}
+
+impl tower_service::Service<Uri> for TimedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        // Once per new connection, not per request: the box is no cost worth avoiding.
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into()),
+            }
+        })
+    }
+}
+
+/// Maps a failure of hyper's client as [`map_reqwest`](super::map_reqwest) maps reqwest's: a
+/// connect timeout is a [`LlmError::Timeout`], another connect failure or a failed exchange a
+/// [`LlmError::Transport`].
 fn map_client_error(error: hyper_util::client::legacy::Error, upstream: &str) -> LlmError {
+    if !error.is_connect() {
+        return LlmError::transport(format!("the request to {upstream} failed"), error);
+    }
     let mut cause = error.source();
-    let mut timed_out = false;
     while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        {
+            return LlmError::timeout(format!("the request to {upstream}"), Some(Box::new(error)));
         }
         cause = e.source();
     }
-    if timed_out {
-        LlmError::timeout(format!("connecting to {upstream}"), Some(Box::new(error)))
-    } else if error.is_connect() {
-        LlmError::transport(format!("cannot connect to {upstream}"), error)
-    } else {
-        LlmError::transport(format!("the request to {upstream} failed"), error)
-    }
+    LlmError::transport(format!("cannot connect to {upstream}"), error)
 }
 
 /// Which limit passed.
@@ -166,42 +214,67 @@ impl Expired {
     }
 }
 
-/// The request deadline and, when configured, the read deadline that each received frame
-/// pushes back.
+/// The request deadline and, when configured, the read deadline: armed when the answer is
+/// waited for, disarmed when data arrives (reqwest's semantics).
 struct Deadline {
     request: Pin<Box<Sleep>>,
-    read: Option<(StdDuration, Pin<Box<Sleep>>)>,
+    read: Option<ReadDeadline>,
+}
+
+struct ReadDeadline {
+    limit: StdDuration,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+/// `now + limit`, or a date decades away when that does not fit (a configured `10000000d`).
+fn after(now: Instant, limit: StdDuration) -> Instant {
+    now.checked_add(limit)
+        .unwrap_or_else(|| now + StdDuration::from_secs(30 * 365 * 86_400))
 }
 
 impl Deadline {
     fn start(timeout: &TimeoutConfig) -> Self {
         let now = Instant::now();
         Deadline {
-            request: Box::pin(sleep_until(now + timeout.request.as_std())),
+            request: Box::pin(sleep_until(after(now, timeout.request.as_std()))),
             read: timeout.read.map(|read| {
-                let read = read.as_std();
-                (read, Box::pin(sleep_until(now + read)))
+                let limit = read.as_std();
+                ReadDeadline {
+                    limit,
+                    sleep: Box::pin(sleep_until(after(now, limit))),
+                    armed: true,
+                }
             }),
         }
     }
 
-    /// Ready with the limit that passed.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
-        if self.request.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Expired::Request);
-        }
-        if let Some((read, sleep)) = &mut self.read
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Expired::Read(*read));
-        }
-        Poll::Pending
+    /// Ready when the request's time is up.
+    fn poll_request(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
+        self.request.as_mut().poll(cx).map(|()| Expired::Request)
     }
 
-    /// Data arrived: the read deadline starts again.
+    /// Called while waiting for data: arms the read deadline if data came since it was last
+    /// armed; ready when it passes.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
+        let Some(read) = &mut self.read else {
+            return Poll::Pending;
+        };
+        if !read.armed {
+            let at = after(Instant::now(), read.limit);
+            read.sleep.as_mut().reset(at);
+            read.armed = true;
+        }
+        read.sleep
+            .as_mut()
+            .poll(cx)
+            .map(|()| Expired::Read(read.limit))
+    }
+
+    /// Data arrived: the next wait starts the read deadline again.
     fn progressed(&mut self) {
-        if let Some((read, sleep)) = &mut self.read {
-            sleep.as_mut().reset(Instant::now() + *read);
+        if let Some(read) = &mut self.read {
+            read.armed = false;
         }
     }
 }
@@ -232,6 +305,11 @@ impl Stream for DirectBody {
         if this.done {
             return Poll::Ready(None);
         }
+        // First, so that a body that never stops still ends at the request timeout.
+        if let Poll::Ready(expired) = this.deadline.poll_request(cx) {
+            this.done = true;
+            return Poll::Ready(Some(Err(expired.error(&this.upstream))));
+        }
         loop {
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -253,7 +331,7 @@ impl Stream for DirectBody {
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
-                    return match this.deadline.poll_expired(cx) {
+                    return match this.deadline.poll_read(cx) {
                         Poll::Ready(expired) => {
                             this.done = true;
                             Poll::Ready(Some(Err(expired.error(&this.upstream))))

@@ -1011,6 +1011,12 @@ mod tests {
             [direct, reqwest]
         }
 
+        /// The endpoint on the lean client (`direct`) or on reqwest.
+        fn endpoint_on(base: &str, timeout: &TimeoutConfig, direct: bool) -> HttpEndpoint {
+            let [lean, reqwest] = endpoints(base, timeout);
+            if direct { lean } else { reqwest }
+        }
+
         #[tokio::test]
         async fn non_2xx_answers_are_classified_with_the_dialect_hint() {
             for direct in [true, false] {
@@ -1018,8 +1024,7 @@ mod tests {
                     "HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 17\r\nconnection: close\r\n\r\nerror: slow down\n",
                 )
                 .await;
-                let [lean, reqwest] = endpoints(&base, &TimeoutConfig::default());
-                let e = if direct { lean } else { reqwest };
+                let e = endpoint_on(&base, &TimeoutConfig::default(), direct);
                 let err = e
                     .post_json("v1/x", b"{}".to_vec(), "*/*")
                     .await
@@ -1039,8 +1044,7 @@ mod tests {
                     "HTTP/1.1 200 OK\r\nx-ratelimit-remaining-requests: 7\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
                 )
                 .await;
-                let [lean, reqwest] = endpoints(&base, &TimeoutConfig::default());
-                let e = if direct { lean } else { reqwest };
+                let e = endpoint_on(&base, &TimeoutConfig::default(), direct);
                 let answer = e
                     .post_json("v1/chat", br#"{"q":1}"#.to_vec(), "text/event-stream")
                     .await
@@ -1095,8 +1099,7 @@ mod tests {
             for direct in [true, false] {
                 // Reads the request, never answers.
                 let (base, server) = serve("", true, 1).await;
-                let [lean, reqwest] = endpoints(&base, &timeout);
-                let e = if direct { lean } else { reqwest };
+                let e = endpoint_on(&base, &timeout, direct);
                 let err = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap_err();
                 assert_eq!(err.kind(), ErrorKind::Timeout, "direct {direct}: {err}");
                 assert!(err.is_retryable());
@@ -1150,8 +1153,7 @@ mod tests {
                     (3, "3\r\ncd\n\r\n"),
                 ])
                 .await;
-                let [lean, reqwest] = endpoints(&base, &timeout);
-                let e = if direct { lean } else { reqwest };
+                let e = endpoint_on(&base, &timeout, direct);
                 let started = tokio::time::Instant::now();
                 let answer = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap();
                 let items: Vec<_> = e.chat_stream(answer, Lines::default()).collect().await;
@@ -1183,8 +1185,7 @@ mod tests {
                 let mut parts = vec![(0, CHUNKED_HEAD)];
                 parts.extend(std::iter::repeat_n((1, "2\r\nx\n\r\n"), 20));
                 let (base, server) = serve_slowly(parts).await;
-                let [lean, reqwest] = endpoints(&base, &timeout);
-                let e = if direct { lean } else { reqwest };
+                let e = endpoint_on(&base, &timeout, direct);
                 let started = tokio::time::Instant::now();
                 let answer = e.post_json("x", b"{}".to_vec(), "*/*").await.unwrap();
                 let items: Vec<_> = e.chat_stream(answer, Lines::default()).collect().await;

@@ -54,7 +54,7 @@ use quorum_config::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::{ErrorHint, LlmError, classify_http};
+use crate::error::{BoxError, ErrorHint, LlmError, classify_http};
 use crate::provider::{ChatStream, guard_stream};
 use crate::types::{RateLimitInfo, StreamItem};
 use direct::{Direct, DirectBody};
@@ -338,7 +338,7 @@ pub struct HttpClient {
 #[must_use]
 pub fn map_reqwest(error: reqwest::Error, upstream: &str) -> LlmError {
     if error.is_timeout() {
-        LlmError::timeout(format!("the request to {upstream}"), Some(Box::new(error)))
+        request_timed_out(upstream, "", Some(Box::new(error)))
     } else if error.is_connect() {
         LlmError::transport(format!("cannot connect to {upstream}"), error)
     } else if error.is_body() || error.is_decode() {
@@ -352,6 +352,12 @@ pub fn map_reqwest(error: reqwest::Error, upstream: &str) -> LlmError {
     }
 }
 
+/// The timeout error of a request to `upstream`, with `detail` appended to its message (both
+/// clients word it the same).
+fn request_timed_out(upstream: &str, detail: &str, source: Option<BoxError>) -> LlmError {
+    LlmError::timeout(format!("the request to {upstream}{detail}"), source)
+}
+
 /// The body of an answer as a stream of chunks; a failed read is its classified error.
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, LlmError>> + Send>>;
 
@@ -359,11 +365,11 @@ type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, LlmError>> + Send>>;
 /// now, its body when read ([`Answer::bytes`]) or streamed ([`HttpEndpoint::chat_stream`]).
 pub struct Answer {
     inner: AnswerInner,
-    upstream: Arc<str>,
 }
 
 enum AnswerInner {
-    Reqwest(reqwest::Response),
+    /// With the name of what was called, for reqwest's body errors (a direct body has it).
+    Reqwest(reqwest::Response, Arc<str>),
     Direct {
         status: StatusCode,
         headers: HeaderMap,
@@ -385,7 +391,7 @@ impl Answer {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match &self.inner {
-            AnswerInner::Reqwest(response) => response.status(),
+            AnswerInner::Reqwest(response, _) => response.status(),
             AnswerInner::Direct { status, .. } => *status,
         }
     }
@@ -394,7 +400,7 @@ impl Answer {
     #[must_use]
     pub fn headers(&self) -> &HeaderMap {
         match &self.inner {
-            AnswerInner::Reqwest(response) => response.headers(),
+            AnswerInner::Reqwest(response, _) => response.headers(),
             AnswerInner::Direct { headers, .. } => headers,
         }
     }
@@ -413,10 +419,10 @@ impl Answer {
     /// [`LlmError::Transport`] when reading fails, [`LlmError::Timeout`] when a timeout passes.
     pub async fn bytes(self) -> Result<Bytes, LlmError> {
         match self.inner {
-            AnswerInner::Reqwest(response) => response
+            AnswerInner::Reqwest(response, upstream) => response
                 .bytes()
                 .await
-                .map_err(|e| map_reqwest(e, &self.upstream)),
+                .map_err(|e| map_reqwest(e, &upstream)),
             AnswerInner::Direct { mut body, .. } => {
                 let Some(first) = body.next().await.transpose()? else {
                     return Ok(Bytes::new());
@@ -438,14 +444,11 @@ impl Answer {
     /// The body as a stream of chunks.
     fn into_stream(self) -> ByteStream {
         match self.inner {
-            AnswerInner::Reqwest(response) => {
-                let upstream = self.upstream;
-                Box::pin(
-                    response
-                        .bytes_stream()
-                        .map(move |chunk| chunk.map_err(|e| map_reqwest(e, &upstream))),
-                )
-            }
+            AnswerInner::Reqwest(response, upstream) => Box::pin(
+                response
+                    .bytes_stream()
+                    .map(move |chunk| chunk.map_err(|e| map_reqwest(e, &upstream))),
+            ),
             AnswerInner::Direct { body, .. } => Box::pin(body),
         }
     }
@@ -626,7 +629,6 @@ impl HttpEndpoint {
                         headers,
                         body: answer_body,
                     },
-                    upstream: Arc::clone(&self.upstream),
                 };
                 return self.successful(answer).await;
             }
@@ -670,8 +672,7 @@ impl HttpEndpoint {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, LlmError> {
         let response = request.send().await.map_err(|e| self.map_error(e))?;
         self.successful(Answer {
-            inner: AnswerInner::Reqwest(response),
-            upstream: Arc::clone(&self.upstream),
+            inner: AnswerInner::Reqwest(response, Arc::clone(&self.upstream)),
         })
         .await
     }

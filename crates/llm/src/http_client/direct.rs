@@ -33,8 +33,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use super::TimeoutConfig;
-use crate::error::LlmError;
+use super::{TimeoutConfig, request_timed_out};
+use crate::error::{BoxError, LlmError};
 
 /// The environment variables through which reqwest picks up a proxy for `http://` URLs.
 const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
@@ -152,7 +152,7 @@ struct TimedConnector {
 
 impl tower_service::Service<Uri> for TimedConnector {
     type Response = TokioIo<TcpStream>;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
 
@@ -185,7 +185,7 @@ fn map_client_error(error: hyper_util::client::legacy::Error, upstream: &str) ->
         if e.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
         {
-            return LlmError::timeout(format!("the request to {upstream}"), Some(Box::new(error)));
+            return request_timed_out(upstream, "", Some(Box::new(error)));
         }
         cause = e.source();
     }
@@ -203,14 +203,13 @@ enum Expired {
 
 impl Expired {
     fn error(self, upstream: &str) -> LlmError {
-        let message = match self {
-            Expired::Request => format!("the request to {upstream}"),
-            Expired::Read(read) => format!(
-                "the request to {upstream} (no data for {})",
-                quorum_config::Duration::from(read)
-            ),
-        };
-        LlmError::timeout(message, None)
+        match self {
+            Expired::Request => request_timed_out(upstream, "", None),
+            Expired::Read(read) => {
+                let detail = format!(" (no data for {})", quorum_config::Duration::from(read));
+                request_timed_out(upstream, &detail, None)
+            }
+        }
     }
 }
 
